@@ -1,0 +1,108 @@
+"""Storing raw inquiries: the first thing that happens to every one of them.
+
+An inquiry is committed before anyone acknowledges it (SMTP 250, HTTP 2xx, the
+CLI's summary). Each carries a dedup key (its Message-ID, a webhook delivery
+id, or a hash of its content), unique in the database: a retried delivery
+finds the key taken and is recorded as a ``duplicate`` row pointing at the
+first, never processed again.
+
+:func:`store_many` stores several inquiries in one transaction, so that the
+SMTP listener can commit the messages of many concurrent sessions with one
+fsync.
+"""
+
+import hashlib
+import re
+from dataclasses import dataclass, field
+
+from peewee import IntegrityError
+
+from leadflow.store.database import db, utcnow
+from leadflow.store.models import InboundMessage
+
+_MESSAGE_ID_RE = re.compile(rb"^message-id:[ \t]*(.*(?:\r?\n[ \t].*)*)", re.IGNORECASE | re.MULTILINE)
+
+
+@dataclass
+class Inquiry:
+    """One raw inquiry to store."""
+
+    channel: str
+    raw: bytes
+    dedup_key: str | None = None
+    content_type: str | None = None
+    form: str | None = None
+    mail_from: str | None = None
+    rcpt_to: list = field(default_factory=list)
+    peer: str | None = None
+    origin: str | None = None
+    received_at: object = None
+
+
+@dataclass
+class StoreResult:
+    id: int
+    duplicate: bool
+    duplicate_of: int | None = None
+
+
+def message_id_of(raw):
+    """The Message-ID of raw mail bytes, without angle brackets, or None.
+
+    Read from the header block only, with a regular expression: fast, and it
+    never fails on malformed mail.
+    """
+    head = raw.split(b"\r\n\r\n", 1)[0].split(b"\n\n", 1)[0]
+    match = _MESSAGE_ID_RE.search(head)
+    if not match:
+        return None
+    value = b" ".join(match.group(1).split()).strip().strip(b"<>").strip()
+    if not value or len(value) > 400:
+        return None
+    return value.decode("ascii", "replace")
+
+
+def content_key(raw):
+    return "sha256:" + hashlib.sha256(raw).hexdigest()
+
+
+def dedup_key_for_mail(raw):
+    """``mid:<Message-ID>`` when the message has one, else a content hash."""
+    message_id = message_id_of(raw)
+    return f"mid:{message_id}" if message_id else content_key(raw)
+
+
+def _insert(inquiry):
+    key = inquiry.dedup_key or (dedup_key_for_mail(inquiry.raw) if inquiry.channel in ("email", "cli")
+                                else content_key(inquiry.raw))
+    message_id = message_id_of(inquiry.raw) if inquiry.channel in ("email", "cli", "import") else None
+    values = dict(
+        channel=inquiry.channel, raw=inquiry.raw, content_type=inquiry.content_type,
+        size=len(inquiry.raw), message_id=message_id, form=inquiry.form,
+        mail_from=inquiry.mail_from, rcpt_to=list(inquiry.rcpt_to), peer=inquiry.peer,
+        origin=inquiry.origin, received_at=inquiry.received_at or utcnow(),
+    )
+    try:
+        with db.atomic():  # a savepoint inside the caller's transaction
+            row_id = InboundMessage.insert(dedup_key=key, status="new", **values).execute()
+        return StoreResult(row_id, False)
+    except IntegrityError:
+        first = InboundMessage.get_or_none(InboundMessage.dedup_key == key)
+        if first is None:
+            raise
+        row_id = InboundMessage.insert(
+            dedup_key=None, duplicate_of=first.id, status="duplicate", processed_at=utcnow(),
+            lead=first.lead_id, reason=f"same {'Message-ID' if key.startswith('mid:') else 'content'}"
+            f" as inbound #{first.id}", **values).execute()
+        return StoreResult(row_id, True, first.id)
+
+
+def store_inbound(channel, raw, **kwargs):
+    """Store one raw inquiry and commit; return its :class:`StoreResult`."""
+    return store_many([Inquiry(channel, raw, **kwargs)])[0]
+
+
+def store_many(inquiries):
+    """Store several inquiries in one transaction; results in the same order."""
+    with db.atomic():
+        return [_insert(inquiry) for inquiry in inquiries]
