@@ -1,0 +1,977 @@
+"""The condition language shared by scoring rules and assignment routing.
+
+A condition is data: ``{"field": "signals.timeline", "op": "lte", "value": "90d"}``.
+A list of conditions is joined by ``all`` (every one must hold) or ``any``
+(at least one). :func:`evaluate` answers yes or no *and* says why, in words an
+admin can read ("timeline 2027-02-15 is within 90 days").
+
+Fields (see :data:`LEAD_FIELDS`)
+    the lead's own columns (``name``, ``email``, ``title``, ``domain_class``,
+    ``inquiry_count`` ...), ``custom.KEY`` (form fields), ``signals.KEY`` and
+    deeper (``signals.budget.amount``), ``organisation.KEY`` and
+    ``contact.KEY`` (the linked rows), and ``text`` (subject and message).
+    A signal stored as a table (``{"date": ..., "text": ...}``) compares by
+    its main value: the first of ``value``, ``date``, ``amount``, ``count``,
+    ``text``, ``name``.
+
+Operators (:data:`OPERATORS`)
+    ``eq``/``ne`` and ``in``/``not_in`` compare text case- and
+    accent-insensitively (and numbers as numbers); ``contains`` looks for any
+    of a list of whole words or phrases, case- and accent-insensitively;
+    ``matches`` is a regular expression (case-insensitive), checked when it
+    is saved: nested or overlapping quantifiers and back-references are
+    refused, and it reads at most :data:`MAX_MATCH_INPUT` characters, so its
+    cost is bounded; ``gt``/``gte``/``lt``/``lte`` compare numbers, or dates
+    when the value is a date (``2027-01-31``) or a duration from the lead's
+    latest inquiry (``90d``, ``-30d``, ``12w``, ``3m`` = 90 days, ``1y``);
+    ``exists``/``missing`` ask whether a value is given at all.
+
+A missing value (absent, ``None``, empty text or list) satisfies only
+``missing``, ``ne`` and ``not_in``.
+
+Durations count from the lead's latest inquiry, not from the clock, so a
+score depends on the lead alone and rescoring later gives the same answer.
+
+The compact text form used by the CLI (``--when``) is parsed by
+:func:`parse_condition`: ``signals.timeline within 90d``,
+``domain_class = free``, ``title contains cto, ceo, head``,
+``inquiry_count >= 2``, ``subject matches ^re:``, ``phone exists``.
+:func:`format_condition` writes data back in that form.
+"""
+
+import datetime
+import difflib
+import json
+import re
+import re._constants as _sre
+import re._parser as _sre_parse
+from decimal import Decimal
+
+from leadflow.errors import LeadflowError
+from leadflow.intake.normalise import fold
+
+OPERATORS = ("eq", "ne", "in", "not_in", "contains", "matches",
+             "gt", "gte", "lt", "lte", "exists", "missing")
+MATCH_MODES = ("all", "any")
+
+MAX_PATTERN_LENGTH = 256
+MAX_MATCH_INPUT = 4096
+MAX_LIST_ITEMS = 200
+
+# The lead's own columns that conditions may read.
+LEAD_FIELDS = (
+    "name", "email", "phone", "company", "title", "website", "country",
+    "subject", "message", "channel", "form", "source", "submitted_by", "status",
+    "inquiry_count", "domain_class", "email_domain", "needs_review",
+    "created_at", "first_inquiry_at", "last_inquiry_at", "text",
+)
+ORGANISATION_FIELDS = ("name", "domain", "website", "size", "employees", "sector", "needs",
+                       "country")
+CONTACT_FIELDS = ("name", "email", "phone", "title")
+OPEN_PREFIXES = ("custom.", "signals.")
+
+_PRIMARY_KEYS = ("value", "date", "amount", "count", "text", "name")
+
+
+class ConditionError(LeadflowError):
+    """A condition (as data) is not valid; ``where`` names the part."""
+
+    def __init__(self, where, problem):
+        super().__init__(where, problem)
+        self.where = where
+        self.problem = problem
+
+    def __str__(self):
+        return f"{self.where}: {self.problem}" if self.where else self.problem
+
+
+class ConditionSyntaxError(ConditionError):
+    """A condition in the compact text form cannot be read; points at the column."""
+
+    def __init__(self, text, column, problem):
+        super().__init__("", problem)
+        self.text = text
+        self.column = column
+
+    def __str__(self):
+        return f"{self.problem}\n  {self.text}\n  {' ' * self.column}^"
+
+
+# ---------------------------------------------------------------------------
+# fields
+
+def check_field(field):
+    """Raise ConditionError unless ``field`` names something a lead has."""
+    if not isinstance(field, str) or not field:
+        raise ConditionError("field", "must be a field name such as 'title' or 'signals.budget'")
+    if field in LEAD_FIELDS:
+        return field
+    for prefix in OPEN_PREFIXES:
+        if field.startswith(prefix) and len(field) > len(prefix):
+            if not re.fullmatch(r"[\w-]+(\.[\w-]+)*", field[len(prefix):]):
+                raise ConditionError("field", f"{field!r} is not a valid field path")
+            return field
+    for prefix, names in (("organisation.", ORGANISATION_FIELDS), ("contact.", CONTACT_FIELDS)):
+        if field.startswith(prefix):
+            if field[len(prefix):] in names:
+                return field
+            raise ConditionError("field", f"unknown field {field!r}; {prefix[:-1]} has "
+                                          + ", ".join(names))
+    known = list(LEAD_FIELDS) + [f"organisation.{n}" for n in ORGANISATION_FIELDS] + \
+        [f"contact.{n}" for n in CONTACT_FIELDS]
+    close = difflib.get_close_matches(field, known, n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    raise ConditionError("field", f"unknown field {field!r}{hint}; use a lead field, "
+                                  "custom.KEY, signals.KEY, organisation.KEY or contact.KEY")
+
+
+def label(field):
+    """How a field is named in reasons: ``signals.timeline`` -> ``timeline``."""
+    return field[len("signals."):] if field.startswith("signals.") else field
+
+
+class LeadView:
+    """Attribute lookup over a lead, its contact and its organisation.
+
+    ``lead`` is a Lead (saved or not) or a dict of its columns (as read by a
+    batch). ``contact`` / ``organisation`` may be given to avoid a query; else
+    they are read through the lead's foreign keys. Values are cached per view.
+    """
+
+    __slots__ = ("lead", "_contact", "_organisation", "_cache", "_folded", "_reference")
+
+    _UNSET = object()
+
+    def __init__(self, lead, contact=_UNSET, organisation=_UNSET, reference=None):
+        self.lead = lead
+        self._contact = contact
+        self._organisation = organisation
+        self._cache = {}
+        self._folded = {}
+        self._reference = reference
+
+    def _own(self, name):
+        lead = self.lead
+        if isinstance(lead, dict):
+            return lead.get(name)
+        return getattr(lead, name, None)
+
+    def _related(self, kind):
+        value = self._contact if kind == "contact" else self._organisation
+        if value is LeadView._UNSET:
+            value = None
+            lead = self.lead
+            if not isinstance(lead, dict):
+                try:
+                    value = getattr(lead, kind)
+                except Exception:  # a dangling key reads as no row  # noqa: BLE001
+                    value = None
+            if kind == "contact":
+                self._contact = value
+            else:
+                self._organisation = value
+        return value
+
+    @property
+    def reference(self):
+        """The date durations count from: the lead's latest inquiry (else today)."""
+        if self._reference is None:
+            when = self._own("last_inquiry_at") or self._own("created_at")
+            self._reference = to_date(when) or datetime.datetime.now(datetime.timezone.utc).date()
+        return self._reference
+
+    def get(self, field):
+        """The value of ``field``, or None when the lead has none."""
+        try:
+            return self._cache[field]
+        except KeyError:
+            pass
+        value = self._lookup(field)
+        if value == "" or value == [] or value == {}:
+            value = None
+        self._cache[field] = value
+        return value
+
+    def folded(self, field):
+        """The value as folded text (lists joined), for word matching."""
+        try:
+            return self._folded[field]
+        except KeyError:
+            pass
+        value = self.get(field)
+        if value is None:
+            text = None
+        elif isinstance(value, (list, tuple)):
+            text = fold(" \n ".join(str(v) for v in value))
+        else:
+            text = fold(str(value))
+        self._folded[field] = text
+        return text
+
+    def _lookup(self, field):
+        if field == "text":
+            subject, message = self._own("subject"), self._own("message")
+            return "\n".join(p for p in (subject, message) if p) or None
+        head, _, rest = field.partition(".")
+        if not rest:
+            return self._own(field)
+        if head in ("contact", "organisation"):
+            row = self._related(head)
+            if row is None:
+                return None
+            return row.get(rest) if isinstance(row, dict) else getattr(row, rest, None)
+        if head in ("signals", "custom"):
+            value = self._own(head) or {}
+            for part in rest.split("."):
+                if isinstance(value, dict):
+                    value = value.get(part)
+                else:
+                    return None
+            if isinstance(value, dict):
+                for key in _PRIMARY_KEYS:
+                    if value.get(key) not in (None, ""):
+                        return value[key]
+                return None if not value else value
+            return value
+        return self._own(field)
+
+
+# ---------------------------------------------------------------------------
+# values: numbers, dates, durations
+
+_DURATION_RE = re.compile(
+    r"^\s*([+-]?\d{1,5})\s*(d|days?|w|weeks?|m|mo|months?|y|years?)\s*$", re.IGNORECASE)
+_UNIT_DAYS = {"d": 1, "w": 7, "m": 30, "y": 365}
+_NUMBER_RE = re.compile(r"[-+]?\d[\d,._' ]*")
+
+
+def parse_duration(value):
+    """``"90d"`` -> 90, ``"-30 days"`` -> -30, ``"3m"`` -> 90; None if not a duration."""
+    if not isinstance(value, str):
+        return None
+    m = _DURATION_RE.match(value)
+    if not m:
+        return None
+    unit = m.group(2).lower()
+    unit = "m" if unit.startswith("mo") or unit == "m" else unit[0]
+    return int(m.group(1)) * _UNIT_DAYS[unit]
+
+
+def to_date(value):
+    """A date from a date, datetime or ISO text (``2027-02``, ``2027-02-15``...); else None."""
+    if value is None or isinstance(value, bool):
+        return None
+    if isinstance(value, datetime.datetime):
+        return value.date()
+    if isinstance(value, datetime.date):
+        return value
+    if isinstance(value, str):
+        text = value.strip()
+        if re.fullmatch(r"\d{4}-\d{2}", text):
+            text += "-01"
+        try:
+            return datetime.date.fromisoformat(text[:10]) if len(text) >= 10 else None
+        except ValueError:
+            return None
+    return None
+
+
+def to_number(value):
+    """A number from a number or text ("40", "12,000", "40 users"); else None."""
+    if value is None or isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return value
+    if isinstance(value, Decimal):
+        return float(value)
+    if isinstance(value, str):
+        m = _NUMBER_RE.search(value)
+        if not m:
+            return None
+        digits = m.group(0).strip().replace(" ", "").replace("'", "").replace("_", "")
+        # 12,000 and 12.000 are thousands; 12,5 and 12.5 a fraction
+        if re.fullmatch(r"[-+]?\d{1,3}([,.]\d{3})+", digits):
+            digits = digits.replace(",", "").replace(".", "")
+        else:
+            digits = digits.replace(",", ".")
+            if digits.count(".") > 1:
+                return None
+        try:
+            number = float(digits.rstrip("."))
+        except ValueError:
+            return None
+        return int(number) if number.is_integer() else number
+    return None
+
+
+def _is_date_value(value):
+    return isinstance(value, str) and (parse_duration(value) is not None or to_date(value) is not None)
+
+
+def _show(value):
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, (list, tuple)):
+        return ", ".join(_show(v) for v in value)
+    if isinstance(value, (datetime.datetime, datetime.date)):
+        return value.isoformat()[:10]
+    text = str(value).replace("\n", " ")
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+# ---------------------------------------------------------------------------
+# regular expressions: checked when saved, bounded when run
+
+_ALPHABET = "".join(chr(i) for i in range(32, 127)) + "\t\n\r\u00a0\u00e9\u00fc\u00df\u0416\u4e2d\u0660"
+_ALL = frozenset(_ALPHABET)
+_CATEGORY = {}
+for _name, _pattern in (("DIGIT", r"\d"), ("NOT_DIGIT", r"\D"), ("SPACE", r"\s"),
+                        ("NOT_SPACE", r"\S"), ("WORD", r"\w"), ("NOT_WORD", r"\W")):
+    _CATEGORY[getattr(_sre, "CATEGORY_" + _name)] = frozenset(
+        c for c in _ALPHABET if re.match(_pattern, c))
+
+
+def _case(c):
+    return {c, c.lower(), c.upper()}
+
+
+def _charset(op, av):
+    """The sample characters a single-character item can match (conservative)."""
+    if op == _sre.LITERAL:
+        return frozenset(_case(chr(av)))
+    if op == _sre.NOT_LITERAL:
+        return _ALL - _case(chr(av))
+    if op == _sre.ANY:
+        return _ALL
+    if op == _sre.CATEGORY:
+        return _CATEGORY.get(av, _ALL)
+    if op == _sre.IN:
+        chars, negate = set(), False
+        for item_op, item_av in av:
+            if item_op == _sre.NEGATE:
+                negate = True
+            elif item_op == _sre.LITERAL:
+                chars |= _case(chr(item_av))
+            elif item_op == _sre.RANGE:
+                lo, hi = item_av
+                for c in _ALPHABET:
+                    if lo <= ord(c) <= hi or lo <= ord(c.lower()) <= hi or lo <= ord(c.upper()) <= hi:
+                        chars.add(c)
+            elif item_op == _sre.CATEGORY:
+                chars |= _CATEGORY.get(item_av, _ALL)
+            else:
+                return _ALL
+        return frozenset(_ALL - chars if negate else chars)
+    return None
+
+
+def _chars(items):
+    """Every sample character anything in ``items`` may match (conservative)."""
+    out = set()
+    for op, av in items:
+        single = _charset(op, av)
+        if single is not None:
+            out |= single
+        elif op in (_sre.MAX_REPEAT, _sre.MIN_REPEAT, _sre.POSSESSIVE_REPEAT):
+            out |= _chars(av[2])
+        elif op == _sre.SUBPATTERN:
+            out |= _chars(av[3])
+        elif op == _sre.BRANCH:
+            for alt in av[1]:
+                out |= _chars(alt)
+        elif op == _sre.ATOMIC_GROUP:
+            out |= _chars(av)
+        elif op in (_sre.AT, _sre.ASSERT, _sre.ASSERT_NOT):
+            continue
+        else:
+            return set(_ALL)
+    return out
+
+
+def _first_chars(items):
+    """Sample characters the sequence ``items`` can start with (conservative)."""
+    out = set()
+    for op, av in items:
+        single = _charset(op, av)
+        if single is not None:
+            return out | single
+        if op in (_sre.AT, _sre.ASSERT, _sre.ASSERT_NOT):
+            continue
+        if op in (_sre.MAX_REPEAT, _sre.MIN_REPEAT, _sre.POSSESSIVE_REPEAT):
+            out |= _first_chars(av[2])
+            if av[0] > 0:
+                return out
+            continue
+        if op == _sre.SUBPATTERN:
+            return out | _first_chars(av[3])
+        return out | _ALL
+    return out | _ALL  # may be empty: anything may follow
+
+
+def _variable(op, av):
+    return op in (_sre.MAX_REPEAT, _sre.MIN_REPEAT) and av[1] != av[0]
+
+
+def _walk_regex(items, pending):
+    """Check a sequence; ``pending`` are char sets of unbounded repeats that may
+    still be backtracking into the text that follows. Returns the new pending."""
+    for op, av in items:
+        if op in (_sre.GROUPREF, _sre.GROUPREF_EXISTS):
+            raise ConditionError("value", "back-references are not allowed in a rule's pattern")
+        if op in (_sre.MAX_REPEAT, _sre.MIN_REPEAT):
+            lo, hi, body = av
+            if hi > 1:
+                if _has_variable_repeat(body):
+                    raise ConditionError(
+                        "value", "nested quantifiers such as (a+)+ can take forever; "
+                                 "write the pattern without a quantifier inside a quantifier")
+                _check_branches(body)
+            _walk_regex(body, [])
+            if hi == _sre.MAXREPEAT or hi > 16:
+                chars = _chars(body)
+                if any(chars & prev for prev in pending):
+                    raise ConditionError(
+                        "value", "two quantifiers here can match the same text (like '.*.*' or "
+                                 "'.*x.*'); a pattern is searched anywhere, so drop a leading or "
+                                 "trailing '.*' or make the parts distinct")
+                pending = pending + [frozenset(chars)] if lo == 0 else [frozenset(chars)] + [
+                    p for p in pending if p & chars]
+            continue
+        if op == _sre.POSSESSIVE_REPEAT:
+            _walk_regex(av[2], [])
+            continue
+        if op == _sre.ATOMIC_GROUP:
+            _walk_regex(av, [])
+            continue
+        if op == _sre.SUBPATTERN:
+            pending = _walk_regex(av[3], pending)
+            continue
+        if op == _sre.BRANCH:
+            merged = []
+            for alt in av[1]:
+                for p in _walk_regex(alt, list(pending)):
+                    if p not in merged:
+                        merged.append(p)
+            pending = merged
+            continue
+        if op in (_sre.ASSERT, _sre.ASSERT_NOT):
+            _walk_regex(av[1], [])
+            continue
+        single = _charset(op, av)
+        if single is not None:
+            pending = [p for p in pending if p & single]
+    return pending
+
+
+def _has_variable_repeat(items):
+    for op, av in items:
+        if _variable(op, av):
+            return True
+        if op in (_sre.MAX_REPEAT, _sre.MIN_REPEAT, _sre.POSSESSIVE_REPEAT) and _has_variable_repeat(av[2]):
+            return True
+        if op == _sre.SUBPATTERN and _has_variable_repeat(av[3]):
+            return True
+        if op == _sre.BRANCH and any(_has_variable_repeat(alt) for alt in av[1]):
+            return True
+        if op == _sre.ATOMIC_GROUP and _has_variable_repeat(av):
+            return True
+    return False
+
+
+def _check_branches(items):
+    """Alternatives under a quantifier must not start alike: (a|ab)* backtracks badly."""
+    for op, av in items:
+        if op == _sre.SUBPATTERN:
+            _check_branches(av[3])
+        elif op == _sre.BRANCH:
+            seen = set()
+            for alt in av[1]:
+                first = _first_chars(alt)
+                if first & seen or not alt:
+                    raise ConditionError(
+                        "value", "alternatives inside a quantifier overlap (like (a|ab)*); "
+                                 "make each alternative start differently")
+                seen |= first
+
+
+def compile_pattern(pattern):
+    """Check a rule's regular expression and compile it (case-insensitive).
+
+    Refuses what could take super-linear time on a long input: nested
+    quantifiers, overlapping alternatives or neighbouring quantifiers,
+    back-references; and patterns longer than :data:`MAX_PATTERN_LENGTH`.
+    """
+    if not isinstance(pattern, str) or not pattern:
+        raise ConditionError("value", "must be a non-empty regular expression")
+    if len(pattern) > MAX_PATTERN_LENGTH:
+        raise ConditionError("value", f"pattern is longer than {MAX_PATTERN_LENGTH} characters")
+    try:
+        parsed = _sre_parse.parse(pattern, re.IGNORECASE)
+        compiled = re.compile(pattern, re.IGNORECASE)
+    except re.error as exc:
+        raise ConditionError("value", f"not a valid regular expression: {exc}") from None
+    _walk_regex(list(parsed), [])
+    return compiled
+
+
+# ---------------------------------------------------------------------------
+# validation: data in, canonical data out
+
+def normalise_condition(condition, where="condition"):
+    """Validate one condition; return it in canonical form (keys field, op[, value])."""
+    if not isinstance(condition, dict):
+        raise ConditionError(where, "must be a table with field, op and value")
+    unknown = sorted(set(condition) - {"field", "op", "value"})
+    if unknown:
+        raise ConditionError(f"{where}.{unknown[0]}", "unknown key; a condition has field, op, value")
+    field = condition.get("field")
+    try:
+        check_field(field)
+    except ConditionError as exc:
+        raise ConditionError(f"{where}.field", exc.problem) from None
+    op = condition.get("op")
+    if op not in OPERATORS:
+        close = difflib.get_close_matches(str(op), OPERATORS, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ConditionError(f"{where}.op", f"unknown operator {op!r}{hint}; expected one of "
+                                            + ", ".join(OPERATORS))
+    out = {"field": field, "op": op}
+    value = condition.get("value")
+    vwhere = f"{where}.value"
+    if op in ("exists", "missing"):
+        if value is not None:
+            raise ConditionError(vwhere, f"'{op}' takes no value")
+        return out
+    if value is None:
+        raise ConditionError(vwhere, f"'{op}' needs a value")
+    if op in ("in", "not_in", "contains"):
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            value = [value]
+        if not isinstance(value, list) or not value:
+            raise ConditionError(vwhere, "must be a non-empty list")
+        if len(value) > MAX_LIST_ITEMS:
+            raise ConditionError(vwhere, f"at most {MAX_LIST_ITEMS} items")
+        for i, item in enumerate(value):
+            if isinstance(item, bool) or not isinstance(item, (str, int, float)):
+                raise ConditionError(f"{vwhere}[{i}]", f"{item!r} is not a word or number")
+            if op == "contains" and not fold(str(item)):
+                raise ConditionError(f"{vwhere}[{i}]", "an empty word matches nothing")
+        out["value"] = list(value)
+        return out
+    if op == "matches":
+        try:
+            compile_pattern(value)
+        except ConditionError as exc:
+            raise ConditionError(vwhere, exc.problem) from None
+        out["value"] = value
+        return out
+    if op in ("gt", "gte", "lt", "lte"):
+        if isinstance(value, bool) or not (isinstance(value, (int, float)) or _is_date_value(value)):
+            raise ConditionError(vwhere, f"{value!r} is not a number, a date (2027-01-31) "
+                                         "or a duration (90d, -30d, 12w, 3m, 1y)")
+        out["value"] = value
+        return out
+    # eq, ne
+    if not isinstance(value, (str, int, float, bool)):
+        raise ConditionError(vwhere, f"{value!r} is not a single text, number or true/false")
+    out["value"] = value
+    return out
+
+
+def normalise_conditions(conditions, match="all", where="conditions"):
+    """Validate a list of conditions and the way they join; return canonical copies."""
+    if match not in MATCH_MODES:
+        raise ConditionError("match", f"{match!r} is not 'all' or 'any'")
+    if not isinstance(conditions, list) or not conditions:
+        raise ConditionError(where, "at least one condition is needed")
+    return [normalise_condition(c, f"{where}[{i}]") for i, c in enumerate(conditions)]
+
+
+# ---------------------------------------------------------------------------
+# evaluation
+
+def _eq_key(value):
+    number = to_number(value) if not isinstance(value, str) or _NUMERIC_TEXT.fullmatch(value) else None
+    if number is not None:
+        return ("n", float(number))
+    if isinstance(value, bool):
+        return ("t", "true" if value else "false")
+    return ("t", fold(str(value)))
+
+
+_NUMERIC_TEXT = re.compile(r"\s*[-+]?\d+(\.\d+)?\s*")
+
+
+def _items(value):
+    return value if isinstance(value, (list, tuple)) else (value,)
+
+
+class Check:
+    """One compiled condition: ``test(view)`` -> bool, ``explain(view)`` -> reason."""
+
+    __slots__ = ("condition", "field", "op", "value", "test", "_label", "_regex")
+
+    def __init__(self, condition):
+        self.condition = condition = normalise_condition(condition)
+        self.field = field = condition["field"]
+        self.op = op = condition["op"]
+        self.value = value = condition.get("value")
+        self._label = label(field)
+        self.test = getattr(self, "_make_" + op)(field, value)
+
+    # each _make_OP returns a fast function view -> bool
+    def _make_exists(self, field, value):
+        return lambda view: view.get(field) is not None
+
+    def _make_missing(self, field, value):
+        return lambda view: view.get(field) is None
+
+    def _make_eq(self, field, value):
+        key = _eq_key(value)
+
+        def test(view):
+            got = view.get(field)
+            return got is not None and any(_eq_key(v) == key for v in _items(got))
+        return test
+
+    def _make_ne(self, field, value):
+        eq = self._make_eq(field, value)
+        return lambda view: not eq(view)
+
+    def _make_in(self, field, value):
+        keys = frozenset(_eq_key(v) for v in value)
+
+        def test(view):
+            got = view.get(field)
+            return got is not None and any(_eq_key(v) in keys for v in _items(got))
+        return test
+
+    def _make_not_in(self, field, value):
+        inn = self._make_in(field, value)
+        return lambda view: not inn(view)
+
+    def _make_contains(self, field, value):
+        words = sorted({fold(str(w)) for w in value}, key=lambda w: (-len(w), w))
+        regex = re.compile(r"(?<!\w)(?:" + "|".join(re.escape(w) for w in words) + r")(?!\w)")
+        self._regex = regex
+
+        def test(view):
+            text = view.folded(field)
+            return text is not None and regex.search(text) is not None
+        return test
+
+    def _make_matches(self, field, value):
+        regex = compile_pattern(value)
+        self._regex = regex
+
+        def test(view):
+            got = view.get(field)
+            if got is None:
+                return False
+            return any(regex.search(str(v)[:MAX_MATCH_INPUT]) is not None for v in _items(got))
+        return test
+
+    def _compare(self, field, value, cmp):
+        days = parse_duration(value) if isinstance(value, str) else None
+        if isinstance(value, str):
+            fixed = None if days is not None else to_date(value)
+
+            def test(view):
+                got = to_date(view.get(field))
+                if got is None:
+                    return False
+                bound = fixed if days is None else view.reference + datetime.timedelta(days=days)
+                return cmp(got, bound)
+            return test
+
+        def test(view):
+            got = to_number(view.get(field))
+            return got is not None and cmp(got, value)
+        return test
+
+    def _make_gt(self, field, value):
+        return self._compare(field, value, lambda a, b: a > b)
+
+    def _make_gte(self, field, value):
+        return self._compare(field, value, lambda a, b: a >= b)
+
+    def _make_lt(self, field, value):
+        return self._compare(field, value, lambda a, b: a < b)
+
+    def _make_lte(self, field, value):
+        return self._compare(field, value, lambda a, b: a <= b)
+
+    # reasons
+    def explain(self, view, hit=None):
+        """A readable sentence on why this condition holds (or does not) for ``view``."""
+        if hit is None:
+            hit = self.test(view)
+        name, op, value = self._label, self.op, self.value
+        got = view.get(self.field)
+        if op == "exists":
+            return f"{name} is given ({_show(got)})" if hit else f"{name} is missing"
+        if op == "missing":
+            return f"{name} is missing" if hit else f"{name} is given ({_show(got)})"
+        if got is None:
+            return f"{name} is missing"
+        shown = _show(got)
+        if op in ("eq", "ne"):
+            differs = hit if op == "ne" else not hit
+            return f"{name} is {shown!r}" + (f", not {_show(value)!r}" if differs else "")
+        if op in ("in", "not_in"):
+            inside = (op == "in") == hit
+            return f"{name} {shown!r} is {'' if inside else 'not '}one of {_show(value)}"
+        if op == "contains":
+            m = self._regex.search(view.folded(self.field) or "")
+            return f"{name} contains {m.group(0)!r}" if m else f"{name} has none of {_show(value)}"
+        if op == "matches":
+            for v in _items(got):
+                m = self._regex.search(str(v)[:MAX_MATCH_INPUT])
+                if m:
+                    return f"{name} matches /{value}/ ({_show(m.group(0))!r})"
+            return f"{name} does not match /{value}/"
+        return self._explain_compare(view, got, hit)
+
+    def _explain_compare(self, view, got, hit):
+        name, op, value = self._label, self.op, self.value
+        words = {"gt": ("after", ">"), "gte": ("on or after", ">="),
+                 "lt": ("before", "<"), "lte": ("on or before", "<=")}[op]
+        if isinstance(value, str):
+            if to_date(got) is None:
+                return f"{name} {_show(got)!r} is not a date"
+            days = parse_duration(value)
+            shown = _show(got)
+            if days is not None:
+                if op in ("lte", "lt") and days >= 0:
+                    phrase = f"within {days} days" if hit else f"not within {days} days"
+                elif op in ("gte", "gt") and days <= 0:
+                    phrase = f"within the last {-days} days" if hit else \
+                        f"more than {-days} days ago"
+                else:
+                    bound = view.reference + datetime.timedelta(days=days)
+                    phrase = f"{'' if hit else 'not '}{words[0]} {bound.isoformat()}"
+                return f"{name} {shown} is {phrase}"
+            return f"{name} {shown} is {'' if hit else 'not '}{words[0]} {value}"
+        number = to_number(got)
+        if number is None:
+            return f"{name} {_show(got)!r} is not a number"
+        sign = words[1] if hit else {"gt": "<=", "gte": "<", "lt": ">=", "lte": ">"}[op]
+        return f"{name} {_show(number)} {sign} {_show(value)}"
+
+
+class Matcher:
+    """Compiled conditions joined by ``all`` or ``any``."""
+
+    __slots__ = ("checks", "match", "_tests", "_any")
+
+    def __init__(self, conditions, match="all"):
+        normalised = normalise_conditions(conditions, match)
+        self.checks = [Check(c) for c in normalised]
+        self.match = match
+        self._tests = [c.test for c in self.checks]
+        self._any = match == "any"
+
+    def test(self, view):
+        """True when the conditions hold for ``view`` (no reasons: the fast path)."""
+        if self._any:
+            for t in self._tests:
+                if t(view):
+                    return True
+            return False
+        for t in self._tests:
+            if not t(view):
+                return False
+        return True
+
+    def explain(self, view):
+        """``(hit, reasons)``: for a hit the conditions that made it; for a miss why not."""
+        results = [(c, c.test(view)) for c in self.checks]
+        if self._any:
+            hit = any(r for _, r in results)
+            chosen = [(c, r) for c, r in results if r] if hit else results
+        else:
+            hit = all(r for _, r in results)
+            chosen = results if hit else [(c, r) for c, r in results if not r][:1]
+        return hit, [c.explain(view, r) for c, r in chosen]
+
+
+def evaluate(conditions, match, view):
+    """Evaluate conditions on a :class:`LeadView` (or a Lead): ``(bool, reasons)``."""
+    if not isinstance(view, LeadView):
+        view = LeadView(view)
+    return Matcher(conditions, match).explain(view)
+
+
+# ---------------------------------------------------------------------------
+# the compact text form
+
+_SYMBOLS = (">=", "<=", "!=", "==", "=", ">", "<", "~")
+_SYMBOL_OPS = {">=": "gte", "<=": "lte", "!=": "ne", "==": "eq", "=": "eq", ">": "gt",
+               "<": "lt", "~": "matches"}
+_WORD_OPS = {
+    "eq": "eq", "is": "eq", "ne": "ne", "in": "in", "not_in": "not_in", "contains": "contains",
+    "matches": "matches", "gt": "gt", "gte": "gte", "lt": "lt", "lte": "lte",
+    "exists": "exists", "missing": "missing", "within": "within", "before": "lt",
+    "after": "gt",
+}
+_TWO_WORD_OPS = {("not", "in"): "not_in", ("is", "not"): "ne"}
+_FIELD_RE = re.compile(r"\s*([A-Za-z_][\w.-]*)")
+_NUMBER_LITERAL = re.compile(r"[-+]?\d+(\.\d+)?")
+
+
+def _scalar(token):
+    """A bare word in the text form: numbers become numbers, true/false booleans."""
+    if _NUMBER_LITERAL.fullmatch(token):
+        return float(token) if "." in token else int(token)
+    if token.lower() in ("true", "false"):
+        return token.lower() == "true"
+    return token
+
+
+def _read_value(text, start, as_list):
+    """Read a value (or comma list) from ``text[start:]``; quoted items stay text."""
+    items, i, n = [], start, len(text)
+    while True:
+        while i < n and text[i] == " ":
+            i += 1
+        item_start = i
+        if i < n and text[i] in "\"'":
+            quote, i, buf = text[i], i + 1, []
+            while i < n and text[i] != quote:
+                if text[i] == "\\" and i + 1 < n:
+                    i += 1
+                buf.append(text[i])
+                i += 1
+            if i >= n:
+                raise ConditionSyntaxError(text, item_start, "this quote is never closed")
+            i += 1
+            items.append("".join(buf))
+            while i < n and text[i] == " ":
+                i += 1
+        else:
+            end = text.find(",", i) if as_list else -1
+            end = n if end < 0 else end
+            token = text[i:end].strip()
+            if not token:
+                raise ConditionSyntaxError(text, item_start, "a value is missing here")
+            items.append(_scalar(token))
+            i = end
+        if i < n and text[i] == "," and as_list:
+            i += 1
+            continue
+        if i < n:
+            raise ConditionSyntaxError(text, i, "unexpected text after the value"
+                                       + ("" if as_list else " (quote it if it is part of it)"))
+        return items
+
+
+def parse_condition(text):
+    """Parse ``"FIELD OP [VALUE]"`` into condition data; errors point at the column."""
+    if not isinstance(text, str) or not text.strip():
+        raise ConditionSyntaxError(text or "", 0, "empty condition; write e.g. 'title contains cto'")
+    m = _FIELD_RE.match(text)
+    if not m:
+        raise ConditionSyntaxError(text, len(text) - len(text.lstrip()), "a field name must come first")
+    field = m.group(1)
+    try:
+        check_field(field)
+    except ConditionError as exc:
+        raise ConditionSyntaxError(text, m.start(1), exc.problem) from None
+    i = m.end()
+    while i < len(text) and text[i] == " ":
+        i += 1
+    op_start = i
+    op = None
+    for sym in _SYMBOLS:
+        if text.startswith(sym, i):
+            op, i = _SYMBOL_OPS[sym], i + len(sym)
+            break
+    if op is None:
+        wm = re.compile(r"([A-Za-z_]+)").match(text, i)
+        if not wm:
+            raise ConditionSyntaxError(text, op_start, "an operator is missing here (=, !=, in, "
+                                                       "contains, matches, >, within, exists...)")
+        word = wm.group(1).lower()
+        i = wm.end()
+        nm = re.compile(r"\s+([A-Za-z_]+)").match(text, i)
+        if nm and (word, nm.group(1).lower()) in _TWO_WORD_OPS:
+            op, i = _TWO_WORD_OPS[(word, nm.group(1).lower())], nm.end()
+        elif word in _WORD_OPS:
+            op = _WORD_OPS[word]
+        else:
+            close = difflib.get_close_matches(word, list(_WORD_OPS), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ConditionSyntaxError(text, op_start, f"unknown operator {wm.group(1)!r}{hint}")
+    value_start = i
+    rest = text[i:].strip()
+    if op in ("exists", "missing"):
+        if rest:
+            raise ConditionSyntaxError(text, value_start + (len(text[i:]) - len(text[i:].lstrip())),
+                                       f"'{op}' takes no value")
+        return {"field": field, "op": op}
+    if not rest:
+        raise ConditionSyntaxError(text, len(text), "a value is missing here")
+    if op == "within":
+        days = parse_duration(rest)
+        if days is None:
+            raise ConditionSyntaxError(text, value_start + 1,
+                                       "'within' needs a duration such as 90d, 12w, 3m or -30d")
+        op = "lte" if days >= 0 else "gte"
+        value = rest
+    elif op == "matches":
+        value = rest
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "/\"'":
+            value = value[1:-1]
+    else:
+        as_list = op in ("in", "not_in", "contains")
+        items = _read_value(text, value_start, as_list)
+        value = items if as_list else items[0]
+    condition = {"field": field, "op": op, "value": value}
+    try:
+        return normalise_condition(condition)
+    except ConditionError as exc:
+        column = value_start + (len(text[value_start:]) - len(text[value_start:].lstrip()))
+        raise ConditionSyntaxError(text, column, exc.problem) from None
+
+
+def _format_scalar(value, in_list=False):
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    text = str(value)
+    bare_ok = (text == text.strip() and text and text[0] not in "\"'"
+               and not (in_list and "," in text)
+               and _scalar(text) == text and "\\" not in text)
+    if bare_ok:
+        return text
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+_OP_TEXT = {"eq": "=", "ne": "!=", "in": "in", "not_in": "not in", "contains": "contains",
+            "matches": "matches", "gt": ">", "gte": ">=", "lt": "<", "lte": "<="}
+
+
+def format_condition(condition):
+    """Condition data in the compact text form (the inverse of :func:`parse_condition`)."""
+    field, op, value = condition["field"], condition["op"], condition.get("value")
+    if op in ("exists", "missing"):
+        return f"{field} {op}"
+    if op in ("lte", "gte") and isinstance(value, str) and parse_duration(value) is not None:
+        days = parse_duration(value)
+        if (op == "lte") == (days >= 0) and value == value.strip():
+            return f"{field} within {value}"
+    if op == "matches":
+        return f"{field} matches /{value}/"
+    if op in ("in", "not_in", "contains"):
+        return f"{field} {_OP_TEXT[op]} " + ", ".join(_format_scalar(v, True) for v in value)
+    return f"{field} {_OP_TEXT[op]} {_format_scalar(value)}"
+
+
+def round_trips(condition):
+    """True when the text form reads back as exactly this condition."""
+    try:
+        again = parse_condition(format_condition(condition))
+    except ConditionError:
+        return False
+    return json.dumps(again, sort_keys=True) == json.dumps(condition, sort_keys=True)

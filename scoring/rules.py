@@ -1,0 +1,266 @@
+"""Scoring rules as data, and scoring a lead with a set of them.
+
+A :class:`Rule` has a name, conditions joined by ``all`` or ``any`` (see
+:mod:`leadflow.scoring.conditions`), and either ``points`` (positive or
+negative) or the verdict ``disqualify``; optionally a ``group``. A
+:class:`RuleSet` holds the rules in order, the threshold and a cap per group.
+
+Scoring (:meth:`RuleSet.score`) is deterministic: the enabled rules are tried
+in order; each hit adds its points to its group; a group's sum is cut to its
+cap (positive sums only; a cut is written in the breakdown as its own entry,
+so the entries always add up to the score). Any disqualify verdict wins over
+any number of points: the lead is disqualified whatever its score. Otherwise
+the lead is *qualified* when its score reaches the threshold.
+
+Each breakdown entry is ``{rule_id, rule, points | verdict, reason}`` with a
+reason an admin can read: ``"timeline 2027-02-15 is within 90 days: +20"``.
+"""
+
+import re
+from dataclasses import dataclass, field
+
+from leadflow.errors import LeadflowError
+from leadflow.scoring.conditions import (
+    ConditionError,
+    LeadView,
+    Matcher,
+    normalise_conditions,
+)
+
+VERDICTS = ("disqualify",)
+DEFAULT_THRESHOLD = 50
+MAX_POINTS = 1000
+_GROUP_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,39}")
+RULE_KEYS = ("name", "description", "group", "match", "conditions", "points", "verdict",
+             "enabled")
+
+
+class RuleError(LeadflowError):
+    """A rule is not valid: names the rule and the part that is wrong."""
+
+    def __init__(self, rule, where, problem):
+        super().__init__(rule, where, problem)
+        self.rule = rule
+        self.where = where
+        self.problem = problem
+
+    def __str__(self):
+        who = f"rule {self.rule!r}" if self.rule else "rule"
+        return f"{who}: {self.where}: {self.problem}" if self.where else f"{who}: {self.problem}"
+
+
+@dataclass
+class Rule:
+    """One scoring rule. ``id`` is kept across versions (None until stored)."""
+
+    name: str
+    conditions: list
+    match: str = "all"
+    points: int = 0
+    verdict: str | None = None
+    group: str | None = None
+    enabled: bool = True
+    description: str = ""
+    id: int | None = None
+
+    def to_dict(self, with_id=True):
+        """The rule as plain data (the form stored in a rule-set version)."""
+        out = {"name": self.name, "description": self.description, "group": self.group,
+               "match": self.match, "conditions": [dict(c) for c in self.conditions],
+               "points": self.points, "verdict": self.verdict, "enabled": self.enabled}
+        if with_id:
+            out["id"] = self.id
+        return out
+
+    @classmethod
+    def from_dict(cls, data, where=None):
+        """Validate plain data and build a Rule; raise :class:`RuleError` naming the part."""
+        return validate_rule(data, where)
+
+    @property
+    def outcome(self):
+        """``+20``, ``-10`` or ``disqualify``."""
+        return self.verdict if self.verdict else f"{self.points:+d}"
+
+
+def validate_rule(data, where=None):
+    """Check every part of a rule given as data; return a :class:`Rule`."""
+    if not isinstance(data, dict):
+        raise RuleError(where, "", "must be a table with name, conditions and points or verdict")
+    name = data.get("name")
+    label = name if isinstance(name, str) and name else where
+    unknown = sorted(set(data) - set(RULE_KEYS) - {"id", "when"})
+    if unknown:
+        raise RuleError(label, unknown[0], "unknown key; a rule has " + ", ".join(RULE_KEYS))
+    if not isinstance(name, str) or not name.strip():
+        raise RuleError(label, "name", "a rule needs a name")
+    if name != name.strip() or len(name) > 80 or "\n" in name:
+        raise RuleError(label, "name", "at most 80 characters, no leading or trailing spaces")
+    if name.isdigit():
+        raise RuleError(label, "name", "must not be only digits (numbers are rule ids)")
+    description = data.get("description") or ""
+    if not isinstance(description, str):
+        raise RuleError(name, "description", "must be text")
+    group = data.get("group") or None
+    if group is not None and (not isinstance(group, str) or not _GROUP_RE.fullmatch(group)):
+        raise RuleError(name, "group", f"{group!r} is not a group name (lower-case letters, digits, "
+                                       "- and _)")
+    match = data.get("match", "all")
+    conditions = data.get("conditions")
+    try:
+        conditions = normalise_conditions(conditions, match)
+    except ConditionError as exc:
+        raise RuleError(name, exc.where, exc.problem) from None
+    verdict = data.get("verdict") or None
+    points = data.get("points", 0)
+    if points is None:
+        points = 0
+    if isinstance(points, bool) or not isinstance(points, int):
+        raise RuleError(name, "points", f"{points!r} is not a whole number")
+    if not -MAX_POINTS <= points <= MAX_POINTS:
+        raise RuleError(name, "points", f"must be between -{MAX_POINTS} and {MAX_POINTS}")
+    if verdict is not None:
+        if verdict not in VERDICTS:
+            raise RuleError(name, "verdict", f"{verdict!r} is not a verdict; the only one is "
+                                             "'disqualify'")
+        if points:
+            raise RuleError(name, "points", "a disqualify rule gives no points")
+    elif points == 0:
+        raise RuleError(name, "points", "a rule needs points (not 0) or the verdict 'disqualify'")
+    enabled = data.get("enabled", True)
+    if not isinstance(enabled, bool):
+        raise RuleError(name, "enabled", "must be true or false")
+    rule_id = data.get("id")
+    if rule_id is not None and (isinstance(rule_id, bool) or not isinstance(rule_id, int)):
+        raise RuleError(name, "id", "must be a whole number")
+    return Rule(name=name, conditions=conditions, match=match, points=points, verdict=verdict,
+                group=group, enabled=enabled, description=description, id=rule_id)
+
+
+def validate_threshold(value):
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 100000:
+        raise RuleError(None, "threshold", f"{value!r} is not a whole number from 0 to 100000")
+    return value
+
+
+def validate_caps(caps):
+    if caps is None:
+        return {}
+    if not isinstance(caps, dict):
+        raise RuleError(None, "groups", "must be a table of group = cap")
+    out = {}
+    for group, cap in sorted(caps.items()):
+        if not isinstance(group, str) or not _GROUP_RE.fullmatch(group):
+            raise RuleError(None, f"groups.{group}", "is not a group name")
+        if isinstance(cap, bool) or not isinstance(cap, int) or not 1 <= cap <= 100000:
+            raise RuleError(None, f"groups.{group}", f"cap {cap!r} is not a whole number from 1 "
+                                                     "to 100000")
+        out[group] = cap
+    return out
+
+
+def check_unique_names(rules):
+    seen = set()
+    for rule in rules:
+        key = rule.name.casefold()
+        if key in seen:
+            raise RuleError(rule.name, "name", "two rules have this name")
+        seen.add(key)
+
+
+@dataclass
+class ScoreResult:
+    """What scoring made of one lead."""
+
+    score: int
+    breakdown: list
+    threshold: int
+    version: int | None
+    verdict: str | None = None
+    disqualified_by: dict | None = None
+    hits: list = field(default_factory=list)  # rule ids that fired
+
+    @property
+    def qualified(self):
+        """True when no rule disqualifies and the score reaches the threshold."""
+        return self.verdict is None and self.score >= self.threshold
+
+    @property
+    def disqualified(self):
+        return self.verdict == "disqualify"
+
+
+class RuleSet:
+    """Rules in order, with a threshold and group caps: the unit that scores."""
+
+    def __init__(self, rules=(), threshold=DEFAULT_THRESHOLD, caps=None, version=None):
+        self.rules = list(rules)
+        check_unique_names(self.rules)
+        self.threshold = validate_threshold(threshold)
+        self.caps = validate_caps(caps)
+        self.version = version
+        self._compiled = [(rule, Matcher(rule.conditions, rule.match))
+                          for rule in self.rules if rule.enabled]
+
+    def to_dict(self):
+        return {"version": self.version, "threshold": self.threshold, "groups": dict(self.caps),
+                "rules": [r.to_dict() for r in self.rules]}
+
+    def score(self, lead, view=None):
+        """Score a Lead (or a :class:`LeadView`): a :class:`ScoreResult`, nothing saved."""
+        if view is None:
+            view = lead if isinstance(lead, LeadView) else LeadView(lead)
+        breakdown, hits = [], []
+        group_sums = {}
+        verdict, disqualified_by = None, None
+        total = 0
+        for rule, matcher in self._compiled:
+            if not matcher.test(view):
+                continue
+            _, reasons = matcher.explain(view)
+            hits.append(rule.id)
+            text = "; ".join(reasons)
+            if rule.verdict:
+                entry = {"rule_id": rule.id, "rule": rule.name, "verdict": rule.verdict,
+                         "reason": f"{text}: {rule.verdict}"}
+                if disqualified_by is None:
+                    verdict, disqualified_by = rule.verdict, entry
+            else:
+                entry = {"rule_id": rule.id, "rule": rule.name, "points": rule.points,
+                         "reason": f"{text}: {rule.points:+d}"}
+                total += rule.points
+                if rule.group:
+                    group_sums[rule.group] = group_sums.get(rule.group, 0) + rule.points
+            breakdown.append(entry)
+        for group in sorted(group_sums):
+            cap = self.caps.get(group)
+            if cap is not None and group_sums[group] > cap:
+                cut = cap - group_sums[group]
+                total += cut
+                breakdown.append({"rule_id": None, "rule": f"cap:{group}", "points": cut,
+                                  "reason": f"group {group} is capped at {cap} "
+                                            f"({group_sums[group]} earned): {cut:+d}"})
+        return ScoreResult(score=total, breakdown=breakdown, threshold=self.threshold,
+                           version=self.version, verdict=verdict,
+                           disqualified_by=disqualified_by, hits=hits)
+
+    def explain(self, lead, view=None):
+        """Every rule with hit or miss and why: ``[(rule, hit, reasons)]``, disabled ones too."""
+        if view is None:
+            view = lead if isinstance(lead, LeadView) else LeadView(lead)
+        out = []
+        for rule in self.rules:
+            hit, reasons = Matcher(rule.conditions, rule.match).explain(view)
+            out.append((rule, hit and rule.enabled, reasons))
+        return out
+
+    def find(self, ident):
+        """A rule by id (int or digits) or by name; None if there is none."""
+        text = str(ident).strip()
+        for rule in self.rules:
+            if text.isdigit() and rule.id == int(text):
+                return rule
+        for rule in self.rules:
+            if rule.name.casefold() == text.casefold():
+                return rule
+        return None
