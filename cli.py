@@ -534,3 +534,7 @@ def run():
                    err=True)
         sys.exit(2)
     sys.exit(code if isinstance(code, int) else 0)
+
+
+if __name__ == "__main__":
+    run()

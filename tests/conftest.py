@@ -61,6 +61,22 @@ def postgres_server():
         admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+@pytest.fixture
+def empty_postgres_url():
+    """A brand-new, empty PostgreSQL database (not migrated)."""
+    psycopg = pytest.importorskip("psycopg")
+    name = f"leadflow_mig_{uuid.uuid4().hex[:10]}"
+    try:
+        admin = psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True, connect_timeout=5)
+    except psycopg.Error as exc:
+        _postgres_unavailable(str(exc).strip())
+    with admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    yield POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
+    with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
 @pytest.fixture(scope="session")
 def sqlite_template(tmp_path_factory):
     """A SQLite file migrated once; each test gets a copy."""
