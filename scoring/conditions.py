@@ -332,7 +332,7 @@ for _name, _pattern in (("DIGIT", r"\d"), ("NOT_DIGIT", r"\D"), ("SPACE", r"\s")
 
 
 def _case(c):
-    return {c, c.lower(), c.upper()}
+    return {x for x in (c, c.lower(), c.upper()) if len(x) == 1}
 
 
 def _charset(op, av):
@@ -355,7 +355,7 @@ def _charset(op, av):
             elif item_op == _sre.RANGE:
                 lo, hi = item_av
                 for c in _ALPHABET:
-                    if lo <= ord(c) <= hi or lo <= ord(c.lower()) <= hi or lo <= ord(c.upper()) <= hi:
+                    if any(lo <= ord(x) <= hi for x in _case(c)):
                         chars.add(c)
             elif item_op == _sre.CATEGORY:
                 chars |= _CATEGORY.get(item_av, _ALL)
@@ -467,13 +467,12 @@ def _has_variable_repeat(items):
     for op, av in items:
         if _variable(op, av):
             return True
-        if op in (_sre.MAX_REPEAT, _sre.MIN_REPEAT, _sre.POSSESSIVE_REPEAT) and _has_variable_repeat(av[2]):
+        # possessive repeats and atomic groups never backtrack into themselves
+        if op in (_sre.MAX_REPEAT, _sre.MIN_REPEAT) and _has_variable_repeat(av[2]):
             return True
         if op == _sre.SUBPATTERN and _has_variable_repeat(av[3]):
             return True
         if op == _sre.BRANCH and any(_has_variable_repeat(alt) for alt in av[1]):
-            return True
-        if op == _sre.ATOMIC_GROUP and _has_variable_repeat(av):
             return True
     return False
 

@@ -1,0 +1,204 @@
+"""Rules: validation naming the part, points, group caps, disqualify precedence, the starter set."""
+
+import datetime
+
+import pytest
+
+from leadflow.scoring.conditions import parse_condition
+from leadflow.scoring.rules import Rule, RuleError, RuleSet, validate_rule
+from leadflow.scoring.starter import starter_ruleset
+from leadflow.store.models import Lead, Organisation
+
+INQUIRY = datetime.datetime(2026, 11, 27, 9, 30)
+
+
+def rule(name, when, points=0, verdict=None, group=None, match="all", rule_id=None, enabled=True):
+    whens = [when] if isinstance(when, str) else when
+    return validate_rule({"name": name, "conditions": [parse_condition(w) for w in whens],
+                          "points": points, "verdict": verdict, "group": group, "match": match,
+                          "enabled": enabled, "id": rule_id})
+
+
+def lead(**values):
+    base = dict(domain_class="company", last_inquiry_at=INQUIRY, inquiry_count=1)
+    base.update(values)
+    return Lead(**base)
+
+
+def sarah():
+    """DESIGN.md section 1: Sarah, IT manager at Tech Innovators Inc., forwarded by marketing."""
+    result = lead(name="Sarah Jones", email="sarah.jones@techinnovators.com", phone="+31201234567",
+                  email_domain="techinnovators.com", title="IT Manager",
+                  company="Tech Innovators Inc.", subject="Project management software",
+                  message="We saw you at the fair. We want to buy within three months; "
+                          "we are about 40 users.",
+                  submitted_by="marketing@ourco.example",
+                  signals={"timeline": {"date": "2027-02-25", "text": "within three months"},
+                           "size": {"value": 40, "unit": "users"},
+                           "product": {"text": "project-management software"}})
+    result.organisation = Organisation(name="Tech Innovators Inc.", domain="techinnovators.com")
+    return result
+
+
+def test_points_add_up_and_reasons_show_the_points():
+    """Each rule that fires adds its points; its reason ends with the points."""
+    rs = RuleSet([rule("phone", "phone exists", 10, rule_id=1),
+                  rule("timeline", "signals.timeline within 90d", 20, rule_id=2),
+                  rule("free", "domain_class = free", -10, rule_id=3)], threshold=25)
+    result = rs.score(lead(phone="+31201234567", signals={"timeline": {"date": "2027-02-01"}}))
+    assert result.score == 30 and result.qualified and result.hits == [1, 2]
+    assert result.breakdown == [
+        {"rule_id": 1, "rule": "phone", "points": 10, "reason": "phone is given (+31201234567): +10"},
+        {"rule_id": 2, "rule": "timeline", "points": 20,
+         "reason": "timeline 2027-02-01 is within 90 days: +20"},
+    ]
+
+
+def test_negative_points_and_the_threshold():
+    """Negative points lower the score; below the threshold the lead is not qualified."""
+    rs = RuleSet([rule("phone", "phone exists", 10), rule("free", "domain_class = free", -15)],
+                 threshold=10)
+    result = rs.score(lead(phone="+31201234567", domain_class="free"))
+    assert result.score == -5 and not result.qualified
+
+
+@pytest.mark.parametrize("caps, expected_score, cut", [
+    ({"fit": 50}, 50, -10),
+    ({"fit": 60}, 60, None),
+    ({}, 60, None),
+])
+def test_group_caps(caps, expected_score, cut):
+    """A group's points are cut to its cap; the cut is its own breakdown entry."""
+    rs = RuleSet([rule("a", "phone exists", 30, group="fit"),
+                  rule("b", "title exists", 30, group="fit"),
+                  rule("c", "name exists", 5, group="intent")], caps={**caps, "intent": 3})
+    result = rs.score(lead(phone="+31201234567", title="CTO", name="Ann"))
+    assert result.score == expected_score + 3
+    assert sum(e.get("points", 0) for e in result.breakdown) == result.score
+    cap_entries = [e for e in result.breakdown if e["rule"] == "cap:fit"]
+    assert [e["points"] for e in cap_entries] == ([cut] if cut else [])
+
+
+def test_negative_points_count_against_a_capped_group():
+    """The cap limits a group's sum, not each rule: a penalty still counts."""
+    rs = RuleSet([rule("a", "phone exists", 40, group="fit"), rule("b", "title exists", 30, group="fit"),
+                  rule("c", "name exists", -25, group="fit")], caps={"fit": 50})
+    assert rs.score(lead(phone="1", title="CTO", name="Ann")).score == 45
+
+
+def test_disqualify_wins_over_any_points():
+    """A disqualify verdict makes the lead disqualified whatever its score."""
+    rs = RuleSet([rule("big", "phone exists", 500, rule_id=1),
+                  rule("throwaway", "domain_class = disposable", verdict="disqualify", rule_id=2),
+                  rule("student", "title contains student", verdict="disqualify", rule_id=3)])
+    result = rs.score(lead(phone="1", domain_class="disposable", title="Student"))
+    assert result.score == 500 and result.disqualified and not result.qualified
+    assert result.disqualified_by["rule"] == "throwaway"
+    assert result.disqualified_by["reason"] == "domain_class is 'disposable': disqualify"
+    assert [e.get("verdict") for e in result.breakdown] == [None, "disqualify", "disqualify"]
+
+
+def test_disabled_rules_do_not_fire():
+    """A disabled rule is skipped when scoring, and shown as a miss by explain."""
+    rs = RuleSet([rule("off", "phone exists", 10, enabled=False)])
+    assert rs.score(lead(phone="1")).score == 0
+    [(r, hit, reasons)] = rs.explain(lead(phone="1"))
+    assert r.name == "off" and hit is False
+
+
+def test_scoring_is_deterministic():
+    """The same lead and rules give the same result, every time."""
+    rs = starter_ruleset()
+    first = rs.score(sarah())
+    for _ in range(3):
+        again = rs.score(sarah())
+        assert (again.score, again.breakdown) == (first.score, first.breakdown)
+
+
+def test_worked_example_qualifies_under_the_starter_rules():
+    """Sarah (company domain, phone, IT manager, ~40 users, buy within three months) qualifies."""
+    result = starter_ruleset().score(sarah())
+    fired = {e["rule"]: e for e in result.breakdown}
+    assert result.qualified and result.score >= 50
+    assert {"company-domain", "phone-given", "decision-maker", "team-size",
+            "timeline-3-months"} <= set(fired)
+    assert fired["timeline-3-months"]["reason"] == "timeline 2027-02-25 is within 90 days: +20"
+
+
+@pytest.mark.parametrize("domain_class, qualified, disqualified", [
+    ("disposable", False, True),
+    ("free", False, False),   # Sarah on Gmail: fit 25 (no company domain, -10), intent 20
+    ("company", True, False),
+])
+def test_starter_rules_domain_class(domain_class, qualified, disqualified):
+    """A disposable address disqualifies; free-mail costs points."""
+    prospect = sarah()
+    prospect.domain_class = domain_class
+    result = starter_ruleset().score(prospect)
+    assert (result.qualified, result.disqualified) == (qualified, disqualified)
+
+
+def test_a_plain_free_mail_question_does_not_qualify():
+    """A free-mail address asking a vague question stays below the threshold."""
+    result = starter_ruleset().score(lead(domain_class="free", email="x@gmail.com",
+                                          message="What do you sell?"))
+    assert not result.qualified and result.score < 0
+
+
+@pytest.mark.parametrize("data, where", [
+    ({"name": "", "conditions": [{"field": "phone", "op": "exists"}], "points": 1}, "name"),
+    ({"name": "12", "conditions": [{"field": "phone", "op": "exists"}], "points": 1}, "name"),
+    ({"name": "x", "conditions": [], "points": 1}, "conditions"),
+    ({"name": "x", "conditions": [{"field": "phone", "op": "exits"}], "points": 1},
+     "conditions[0].op"),
+    ({"name": "x", "conditions": [{"field": "phone", "op": "exists"},
+                                  {"field": "titel", "op": "eq", "value": 1}], "points": 1},
+     "conditions[1].field"),
+    ({"name": "x", "conditions": [{"field": "phone", "op": "exists"}], "points": 0}, "points"),
+    ({"name": "x", "conditions": [{"field": "phone", "op": "exists"}], "points": "5"}, "points"),
+    ({"name": "x", "conditions": [{"field": "phone", "op": "exists"}], "points": 5000}, "points"),
+    ({"name": "x", "conditions": [{"field": "phone", "op": "exists"}], "points": 5,
+      "verdict": "disqualify"}, "points"),
+    ({"name": "x", "conditions": [{"field": "phone", "op": "exists"}], "verdict": "ban"}, "verdict"),
+    ({"name": "x", "conditions": [{"field": "phone", "op": "exists"}], "points": 1,
+      "group": "Fit Group"}, "group"),
+    ({"name": "x", "conditions": [{"field": "phone", "op": "exists"}], "points": 1,
+      "match": "most"}, "match"),
+    ({"name": "x", "conditions": [{"field": "phone", "op": "exists"}], "points": 1,
+      "enabled": "yes"}, "enabled"),
+    ({"name": "x", "conditions": [{"field": "phone", "op": "exists"}], "points": 1,
+      "colour": "red"}, "colour"),
+])
+def test_invalid_rules_name_the_rule_and_part(data, where):
+    """A broken rule is refused with the rule's name and the wrong part."""
+    with pytest.raises(RuleError) as info:
+        validate_rule(data)
+    assert info.value.where == where
+    if data["name"] and not data["name"].isdigit():
+        assert str(info.value).startswith(f"rule {data['name']!r}: {where}")
+
+
+def test_rule_names_are_unique_in_a_set():
+    """Two rules with one name (ignoring case) cannot share a set."""
+    with pytest.raises(RuleError, match="two rules have this name"):
+        RuleSet([rule("Phone", "phone exists", 1), rule("phone", "title exists", 1)])
+
+
+@pytest.mark.parametrize("caps", [{"fit": 0}, {"Fit": 10}, {"fit": "50"}, ["fit"]])
+def test_invalid_caps_are_refused(caps):
+    with pytest.raises(RuleError):
+        RuleSet([], caps=caps)
+
+
+def test_rule_data_round_trips():
+    """A rule's data builds the same rule again."""
+    original = rule("t", ["signals.timeline within 90d", "phone exists"], 20, group="intent",
+                    match="any", rule_id=7)
+    again = Rule.from_dict(original.to_dict())
+    assert again == original and again.outcome == "+20"
+
+
+def test_find_by_id_or_name():
+    rs = RuleSet([rule("Phone given", "phone exists", 1, rule_id=4)])
+    assert rs.find(4).name == rs.find("4").name == rs.find("phone GIVEN").name == "Phone given"
+    assert rs.find("5") is None and rs.find("nope") is None
