@@ -261,6 +261,7 @@ class RuleSetVersion(BaseModel):
 
     version = IntegerField(unique=True)
     threshold = IntegerField(default=50)
+    groups = JSONField(default=dict)  # group -> cap, e.g. {"fit": 50, "intent": 50}
     rules = JSONField(default=list)  # every rule as data
     action = CharField()  # add, edit, enable, disable, remove, threshold, import, rollback, init
     summary = TextField(default="")

@@ -1,4 +1,4 @@
-# Generated from a schema diff on 2026-11-27 22:02.
+# Generated from a schema diff on 2026-11-27 22:07.
 from peewee import *
 
 
@@ -232,6 +232,7 @@ def up(migrator, db):
     class RuleSetVersion(Model):
         version = IntegerField(unique=True)
         threshold = IntegerField(default=50)
+        groups = TextField(default=dict)
         rules = TextField(default=list)
         action = CharField()
         summary = TextField(default='')
