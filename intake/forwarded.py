@@ -1,0 +1,246 @@
+"""Finding the original message inside a forward.
+
+Our adapter over email-forward-parser (the ``emailforwardparser`` package, a
+port of crisp-oss/email-forward-parser): its regular expressions know the
+separators and header labels of Gmail, Outlook (desktop, Live/365, "new"),
+Apple Mail, Thunderbird, Yahoo, HubSpot, Missive, IONOS... in two dozen
+languages. We use its building blocks rather than its top-level call, because
+the top-level call
+
+- parses only the text after the *last* separator (a nested forward then yields
+  the innermost-but-one message, or a signature block after an Outlook line);
+- ignores the body when a subject is given that has no forward prefix, while
+  our forwarders often write their own subject ("hot lead from the fair");
+- misses a few labels (``Від кого:``, Thunderbird's ``de la:`` are written
+  with a stray backtick in its expressions) and MailMate's
+  ``Forwarded message:`` block.
+
+Our own fallbacks cover those, plus ``-----Original Message-----`` blocks and
+forwards as attachments (``message/rfc822``). Nested forwards are followed
+inwards while the sender found is internal: the prospect is the first sender
+outside our own domains.
+"""
+
+import re
+from dataclasses import dataclass, field
+
+from emailforwardparser import forward_parser as fp
+from emailforwardparser import loop, regexs, utils
+
+from .mime import parse_date
+
+MAX_NESTING = 6
+
+# A subject that says "forwarded", in the languages mail clients write (FW:, WG:, TR: ...).
+FORWARD_PREFIX = re.compile(
+    r"^\s*(?:\[?(?:fwd?|fw|tr|wg|rv|enc|i|pd|vs|vb|vl|videresend|redir\.?|ilt|İlt|doorst|trs|"
+    r"fwd?\[\d+\]|weitergeleitet|wtr|rif|przekaz|fwd)\s*:\]?\s*)+", re.IGNORECASE)
+REPLY_PREFIX = re.compile(
+    r"^\s*(?:re|aw|antw|sv|r|ris|odp|vá|ynt|res|rep|ref|antwort|atb)\s*(?:\[\d+\])?\s*:", re.IGNORECASE)
+
+# Separators the package does not know.
+_EXTRA_SEPARATORS = [
+    re.compile(r"(?m)^\s*Forwarded message\s*:\s*$"),                       # MailMate
+    re.compile(r"(?m)^>?\s*-{3,}\s*Original Message\s*-{3,}\s*$", re.I),    # Outlook desktop
+    re.compile(r"(?m)^>?\s*-{3,}\s*(?:Oorspronkelijk bericht|Ursprüngliche Nachricht|"
+               r"Message d'origine|Mensaje original|Messaggio originale|Mensagem original|"
+               r"Originalmeddelande|Alkuperäinen viesti|Oprindelig meddelelse)\s*-{3,}\s*$", re.I),
+    re.compile(r"(?m)^>?\s*-{3,}\s*(?:Forwarded by|Doorgestuurd door|Weitergeleitet von)[^\n]*-{3,}\s*$",
+               re.I),
+]
+# From labels the package misses or writes with a typo.
+_EXTRA_FROM = [
+    re.compile(r"(?m)^\s*\*?(?:Від кого|De la|de la|Afzender|Absender|Expéditeur|Remitente|"
+               r"Envoyé par|Sender)\s?:\*?\s*(.+)$"),
+]
+_ADDRESS = re.compile(r"[\w.+'-]+@[\w-]+(?:\.[\w-]+)+")
+
+
+@dataclass
+class ForwardedOriginal:
+    """The message that was forwarded: who wrote it and what."""
+
+    name: str | None = None
+    address: str | None = None
+    subject: str | None = None
+    date_text: str | None = None
+    body: str = ""
+    note: str | None = None          # the forwarder's words above the forward
+    to: list = field(default_factory=list)
+    cc: list = field(default_factory=list)
+    via: str = "inline"              # inline | attachment
+    depth: int = 1
+    message_id: str | None = None
+
+    @property
+    def date(self):
+        return parse_date(self.date_text) if self.date_text else None
+
+
+def strip_forward_prefix(subject):
+    """``Fwd: TR: Hello`` -> ``Hello``."""
+    if not subject:
+        return subject
+    return FORWARD_PREFIX.sub("", subject).strip()
+
+
+def is_forward_subject(subject):
+    return bool(subject and FORWARD_PREFIX.match(subject))
+
+
+def is_reply_subject(subject):
+    return bool(subject and REPLY_PREFIX.match(subject)) and not is_forward_subject(subject)
+
+
+def _clean(text):
+    text = text.replace("\r\n", "\n").replace("\r", "\n").replace("\ufeff", "")
+    text = regexs.TRAILING_NON_BREAKING_SPACE.sub("", text)
+    return text.replace("\xa0", " ")
+
+
+def _preprocess(text):
+    try:
+        return utils.preprocess_string(text)
+    except Exception:
+        return "".join(ch for ch in text if ch in "\n\r\t" or ch.isprintable())
+
+
+def _dequote(text):
+    text = regexs.QUOTE_LINE_BREAK_OPTIONAL.sub("", text)
+    text = regexs.QUOTE_LINE_BREAK.sub("", text)
+    text = regexs.QUOTE.sub("", text)
+    return regexs.FOUR_SPACES.sub("", text)
+
+
+def _split(patterns, body):
+    """(note, separator, rest) at the earliest separator of ``patterns``, or None."""
+    parts = loop.loop_regexes_split(patterns, body, True)
+    if len(parts) > 2:
+        return parts[0], parts[1], "".join(parts[2:])
+    return None
+
+
+def _from_fallback(text):
+    """(name, address) from a From line the package does not know, or from the first address."""
+    for pattern in _EXTRA_FROM:
+        match = pattern.search(text)
+        if match:
+            box = fp.parse_mailbox([re.compile(r"(?m)^(.+)$")], match.group(1).strip())
+            if box and (box[0].address or box[0].name):
+                return box[0].name, box[0].address
+    head = "\n".join(text.split("\n")[:8])
+    match = re.search(r"(?m)^\s*(?:\"?([^\"<>\n:]{2,60}?)\"?\s*)?[<\[](?:mailto:)?(" + _ADDRESS.pattern
+                      + r")[>\]]", head)
+    if match:
+        return (match.group(1) or "").strip(), match.group(2)
+    return None
+
+
+def parse_inline(text, subject=None):
+    """The forwarded original in a text body, or None when the text holds no forward.
+
+    A reply subject (``Re:``) without a forward prefix means quoted history, not a forward.
+    """
+    if not text or not text.strip():
+        return None
+    if subject and is_reply_subject(subject):
+        return None
+    body = _clean(_preprocess(_clean(text))).strip()
+    fwd_subject = None
+    if subject:
+        try:
+            fwd_subject = fp.parse_subject(_preprocess(subject)) or None
+        except Exception:
+            fwd_subject = None
+    found = _split(regexs.SEPARATOR, body)
+    if found is None:
+        found = _split(_EXTRA_SEPARATORS, body)
+    if found is None and fwd_subject:
+        parts = loop.loop_regexes_split(regexs.ORIGINAL_FROM, body, True)
+        if len(parts) > 2:
+            found = (parts[0], "", "".join(parts[1:]))
+    if found is None:
+        return None
+    note, separator, email_text = found
+    email_text = email_text.strip()
+    if not email_text:
+        return None
+    try:
+        meta = fp.parse_original_email(email_text, body)
+    except Exception:
+        meta = fp.OriginalMetadata()
+    name, address = meta.from_.name or None, meta.from_.address or None
+    plain = _dequote(email_text)
+    if not address and separator:
+        # Outlook 2019 writes the sender into the separator: 'On ..., "Name" <a@b> wrote:'.
+        for pattern in regexs.SEPARATOR_WITH_INFORMATION:
+            match = pattern.search(separator.strip())
+            if match and match.groupdict().get("from_address"):
+                name = (match.groupdict().get("from_name") or "").strip() or name
+                address = match.group("from_address").strip()
+                break
+    if not address:
+        fallback = _from_fallback(plain)
+        if fallback:
+            name, address = fallback[0] or name, fallback[1] or None
+    if address and not _ADDRESS.fullmatch(address):
+        match = _ADDRESS.search(address)
+        address = match.group(0) if match else None
+    if name:
+        name = name.strip().strip('"').strip("'").strip() or None
+        if name and address and name.lower() == address.lower():
+            name = None
+    original_subject = meta.subject or None
+    if original_subject is None and fwd_subject:
+        original_subject = fwd_subject.strip() or None
+    if not (name or address):
+        return None
+    return ForwardedOriginal(
+        name=name, address=address, subject=original_subject,
+        date_text=meta.date or None, body=meta.body or "",
+        note=note.strip() or None,
+        to=[(b.name, b.address) for b in meta.to], cc=[(b.name, b.address) for b in meta.cc])
+
+
+def _from_attachment(outer, inner):
+    name, address = inner.first_address("from")
+    if not address:
+        return None
+    return ForwardedOriginal(
+        name=name or None, address=address, subject=inner.header("subject"),
+        date_text=inner.header("date"), body=inner.text, note=outer.text.strip() or None,
+        to=inner.addresses("to"), cc=inner.addresses("cc"), via="attachment",
+        message_id=inner.message_id())
+
+
+def find_original(mail, subject, is_internal):
+    """The original behind a forward in ``mail`` (a MailMessage), or None.
+
+    ``is_internal(address)`` says whether an address is one of ours; nested forwards are
+    followed inwards while the sender found is internal.
+    """
+    original = None
+    for inner in mail.attached_messages:
+        original = _from_attachment(mail, inner)
+        if original is not None:
+            attached = inner
+            break
+    if original is None:
+        original = parse_inline(mail.text, subject)
+        attached = None
+    if original is None:
+        return None
+    note = original.note
+    depth = 1
+    while original.address and is_internal(original.address) and depth < MAX_NESTING:
+        if attached is not None:
+            deeper = find_original(attached, attached.header("subject"), is_internal)
+        else:
+            deeper = parse_inline(original.body, original.subject)
+        if deeper is None:
+            break
+        depth += 1
+        original, attached = deeper, None
+    original.note = note
+    original.depth = depth
+    return original

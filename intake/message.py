@@ -1,0 +1,262 @@
+"""One inbound message read for what matters: who asked, what, and is it an inquiry at all.
+
+``parse_message(raw, settings)`` is the pipeline's parse step and the
+``leadflow parse`` command. It never raises: empty input is classified
+``empty``, input that is not a message ``unreadable``, each with a reason.
+
+The steps:
+
+1. read the MIME structure safely (``mime.read_message``);
+2. recognise what is not an inquiry (``classify.classify``): auto-replies,
+   bounces, bulk mail, no-reply senders;
+3. when the sender is one of ours (``intake.internal_domains`` or
+   ``intake.forwarders``), find the forwarded original (``forwarded``): its
+   sender is the prospect, the forwarder becomes ``submitted_by`` and their
+   words above the forward ``forwarder_note``. An internal sender with no
+   findable original is flagged ``needs_review`` and no prospect address is
+   set, so that the lead is never filed under our own colleague;
+4. split the prospect's words from quoted history and signature, then read the
+   fields and buying signals (``extract``).
+"""
+
+import logging
+import re
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+
+from . import classify as classify_mod
+from .extract import extract_fields, extract_signals, key_values, split_body
+from .forwarded import find_original, strip_forward_prefix
+from .mime import read_message
+from .normalise import domain_class, email_domain, normalise_email
+
+log = logging.getLogger("leadflow.intake")
+
+CLASSIFICATIONS = ("lead", "auto_reply", "bounce", "bulk", "automated", "empty", "unreadable")
+MAX_BODY = 20000
+
+
+@dataclass
+class Prospect:
+    """The person who asked."""
+
+    name: str | None = None
+    email: str | None = None
+    phone: str | None = None
+    company: str | None = None
+    title: str | None = None
+    website: str | None = None
+    country: str | None = None
+
+    def to_dict(self):
+        return asdict(self)
+
+
+@dataclass
+class ParsedMessage:
+    """What leadflow reads in one inbound message (see the module docstring)."""
+
+    classification: str = "lead"
+    reason: str | None = None
+    forwarded: bool = False
+    submitted_by: str | None = None
+    forwarder_note: str | None = None
+    prospect: Prospect = field(default_factory=Prospect)
+    subject: str | None = None
+    body: str = ""
+    date: datetime | None = None
+    message_id: str | None = None
+    in_reply_to: str | None = None
+    references: list = field(default_factory=list)
+    signals: dict = field(default_factory=dict)
+    fields: dict = field(default_factory=dict)
+    attachments: list = field(default_factory=list)
+    needs_review: bool = False
+    review_reason: str | None = None
+    sender: str | None = None          # the outer From address, normalised
+    forward_via: str | None = None     # "inline" | "attachment" when forwarded
+
+    @property
+    def is_lead(self):
+        return self.classification == "lead"
+
+    def to_dict(self):
+        """The JSON form shown by ``leadflow parse --json``."""
+        return {
+            "classification": self.classification,
+            "reason": self.reason,
+            "forwarded": self.forwarded,
+            "forward_via": self.forward_via,
+            "submitted_by": self.submitted_by,
+            "forwarder_note": self.forwarder_note,
+            "sender": self.sender,
+            "prospect": self.prospect.to_dict(),
+            "subject": self.subject,
+            "body": self.body,
+            "date": self.date.isoformat() if self.date else None,
+            "message_id": self.message_id,
+            "in_reply_to": self.in_reply_to,
+            "references": list(self.references),
+            "signals": self.signals,
+            "fields": self.fields,
+            "attachments": list(self.attachments),
+            "needs_review": self.needs_review,
+            "review_reason": self.review_reason,
+        }
+
+
+def _setting(settings, name, default):
+    value = getattr(settings, name, None) if settings is not None else None
+    return default if value is None else value
+
+
+def _looks_binary(text):
+    sample = text[:4000]
+    if not sample:
+        return False
+    bad = sum(1 for ch in sample if (ord(ch) < 32 and ch not in "\n\r\t\f") or ch == "\ufffd"
+              or 0xD800 <= ord(ch) <= 0xDFFF)
+    return bad > len(sample) * 0.05
+
+
+def parse_message(raw, settings=None):
+    """A ParsedMessage for raw message bytes; never raises."""
+    try:
+        return _parse(raw, settings)
+    except Exception as exc:  # the last guard: every input gets a classification
+        log.warning("message could not be parsed: %s: %s", type(exc).__name__, exc)
+        return ParsedMessage(classification="unreadable",
+                             reason=f"could not be read ({type(exc).__name__})")
+
+
+def _parse(raw, settings):
+    if raw is None:
+        raw = b""
+    if isinstance(raw, str):
+        raw = raw.encode("utf-8", "surrogateescape")
+    raw = bytes(raw)
+    if not raw.strip():
+        return ParsedMessage(classification="empty", reason="empty message")
+
+    internal_domains = [d.lower().lstrip("@") for d in _setting(settings, "internal_domains", [])]
+    forwarders = {normalise_email(a) or a.lower() for a in _setting(settings, "forwarders", [])}
+    region = _setting(settings, "default_region", "NL") or "NL"
+
+    def is_internal(address):
+        address = normalise_email(address) or (address or "").lower()
+        if not address:
+            return False
+        return address in forwarders or \
+            domain_class(email_domain(address), internal_domains) == "internal"
+
+    mail = read_message(raw)
+    result = ParsedMessage()
+    result.attachments = [a.to_dict() for a in mail.attachments]
+    result.message_id = mail.message_id()
+    result.in_reply_to = mail.message_id("in-reply-to")
+    result.references = mail.references
+    result.date = mail.date
+    outer_subject = mail.header("subject")
+    from_name, from_address = mail.first_address("from")
+    if not from_address:
+        from_name, from_address = mail.first_address("sender")
+    sender = normalise_email(from_address) if from_address else None
+    if from_address and not sender:
+        sender = from_address.strip().lower()
+    result.sender = sender
+
+    if mail.header_count == 0 and (not mail.text.strip() or _looks_binary(mail.text)):
+        result.classification, result.reason = "unreadable", "no message headers and no readable text"
+        return result
+    if _looks_binary(mail.text) and not sender:
+        result.classification, result.reason = "unreadable", "no sender and no readable text"
+        return result
+
+    reply_to_name, reply_to = mail.first_address("reply-to")
+    reply_to = normalise_email(reply_to) if reply_to else None
+    usable_reply_to = reply_to if reply_to and reply_to != sender and not is_internal(reply_to) else None
+
+    kind, reason = classify_mod.classify(mail, sender=sender, subject=outer_subject or "",
+                                         internal_domains=internal_domains,
+                                         has_reply_to=bool(usable_reply_to))
+    if kind:
+        result.classification, result.reason = kind, reason
+
+    # Who is the prospect?
+    text = mail.text
+    prospect_name, prospect_email, sender_source = from_name, sender, "header"
+    subject = outer_subject
+    if sender and is_internal(sender) and result.classification == "lead":
+        original = find_original(mail, outer_subject, is_internal)
+        result.submitted_by = sender
+        if original is not None and original.address and not is_internal(original.address):
+            result.forwarded = True
+            result.forward_via = original.via
+            result.forwarder_note = _note(original.note)
+            prospect_name, prospect_email = original.name, original.address
+            sender_source = "forward"
+            text = original.body
+            subject = original.subject or strip_forward_prefix(outer_subject)
+            if original.date:
+                result.date = original.date
+        else:
+            keys = key_values(split_body(text)[0] or text)
+            labelled = normalise_email(keys.get("email")) if keys.get("email") else None
+            if labelled and not is_internal(labelled):
+                # Contact details typed or pasted by a colleague ("Email: sarah@...").
+                prospect_name, prospect_email, sender_source = keys.get("name"), labelled, "body"
+            else:
+                prospect_name, prospect_email, sender_source = None, None, "header"
+                result.needs_review = True
+                found = "a forward without a sender address" if original is not None else \
+                    "no forwarded original"
+                result.review_reason = f"sent by internal address {sender}, but {found} was found"
+                if original is not None and original.name:
+                    prospect_name = original.name
+            subject = strip_forward_prefix(outer_subject)
+    elif usable_reply_to and (not sender or is_internal(sender) or
+                              classify_mod.NO_REPLY_SENDERS.match(sender.split("@", 1)[0])):
+        # Web-form notifications: sent by a robot, answered to the visitor.
+        prospect_name, prospect_email, sender_source = reply_to_name, usable_reply_to, "header"
+        result.submitted_by = sender
+    elif sender and is_internal(sender):
+        result.submitted_by = sender
+        prospect_name, prospect_email = None, None
+
+    result.subject = (subject or "").strip() or None
+    own, signature, _quoted = split_body(text)
+    result.body = own[:MAX_BODY]
+
+    fields = extract_fields(own, signature, name=prospect_name, email=prospect_email, region=region,
+                            internal_domains=internal_domains, source="body", sender_source=sender_source)
+    fields.pop("_message", None)
+    if result.needs_review and "email" in fields and is_internal(fields["email"]["value"]):
+        del fields["email"]
+    result.fields = fields
+    result.prospect = Prospect(**{name: fields[name]["value"] for name in
+                                  ("name", "email", "phone", "company", "title", "website", "country")
+                                  if name in fields})
+    if result.needs_review:
+        result.prospect.email = None
+    signal_text = "\n".join(part for part in (result.subject or "", own) if part)
+    result.signals = extract_signals(signal_text, result.date)
+
+    if result.classification == "lead" and not result.needs_review and not result.prospect.email \
+            and not result.prospect.phone:
+        if not sender and mail.header_count == 0:
+            result.classification, result.reason = "unreadable", "no message headers and no sender"
+        elif not sender:
+            result.classification, result.reason = "unreadable", "no sender address"
+        else:
+            result.needs_review = True
+            result.review_reason = f"no usable sender address ({sender})"
+    return result
+
+
+def _note(note):
+    if not note:
+        return None
+    own, _signature, _quoted = split_body(note)
+    note = (own or note).strip()
+    note = re.sub(r"\n{3,}", "\n\n", note)
+    return note or None
