@@ -130,8 +130,24 @@ class SmtpConfig:
     port: int = _opt(8025, "SMTP port (0 picks a free one)", _port)
     hostname: str = _opt("leadflow.localhost", "name used in the greeting (no DNS lookup)")
     accept: list[str] = _opt(
-        [], "recipients accepted: full addresses or '@domain'; any other gets 550 (no open relay)",
-        _recipients)
+        [], "recipients accepted: full addresses or '@domain'; any other gets 550 (no open relay); "
+        "empty: only addresses @hostname", _recipients)
+    max_message_size: int = _opt(0, "largest message in bytes (552 above it); 0: intake.max_message_size",
+                                 _non_negative)
+    max_recipients: int = _opt(100, "recipients per message (452 above it)", _positive)
+    max_commands: int = _opt(200, "times each command may be sent in one session (421 above it)",
+                             _positive)
+    idle_timeout: float = _opt(60.0, "seconds a session may stay silent before it is closed", _positive)
+    max_connections_per_client: int = _opt(20, "open sessions per client address (421 above it)",
+                                           _positive)
+    tls_cert: str = _opt("", "PEM certificate file: offer STARTTLS (empty: no STARTTLS)")
+    tls_key: str = _opt("", "PEM private key file of tls_cert")
+    require_tls: bool = _opt(False, "refuse MAIL before STARTTLS (needs tls_cert)")
+    auth_users_file: str = _opt("", "file of 'user:password' lines: offer AUTH PLAIN/LOGIN "
+                                "(after STARTTLS) to partners that submit mail; empty: no AUTH")
+    require_auth: bool = _opt(False, "refuse mail from clients that did not log in (needs auth_users_file)")
+    acknowledge_forwarder: bool = _opt(False, "mail the internal forwarder 'lead #N created: ...' "
+                                       "(never the prospect, never an auto-reply)")
 
 
 @dataclass
@@ -139,6 +155,13 @@ class HttpConfig:
     host: str = _opt("127.0.0.1", "address the web-form webhook binds to")
     port: int = _opt(8080, "HTTP port (0 picks a free one)", _port)
     public_url: str = _opt("", "URL at which browsers reach leadflow, for form snippets")
+    max_body_size: int = _opt(1024 * 1024, "largest form post in bytes (413 above it)", _positive)
+    rate_limit_per_minute: int = _opt(30, "form posts per client address per minute (429 above it)",
+                                      _positive)
+    max_timestamp_skew: int = _opt(300, "seconds a signed post's timestamp may differ from now",
+                                   _positive)
+    trust_forwarded_for: bool = _opt(False, "take the client address from X-Forwarded-For "
+                                     "(only behind your own reverse proxy)")
 
 
 @dataclass
@@ -160,6 +183,21 @@ class AssignmentConfig:
     auto_convert: bool = _opt(False, "convert qualified leads without a rep (off: a rep converts)")
 
 
+def _stages(value):
+    if len(value) != len(set(value)) or not all(re.fullmatch(r"[a-z][a-z0-9_-]*", s) for s in value):
+        return "distinct lower-case stage names such as 'qualification'"
+    if "won" not in value or "lost" not in value or len(value) < 3:
+        return "a list of open stages followed by 'won' and 'lost'"
+    return None
+
+
+@dataclass
+class SalesConfig:
+    stages: list[str] = _opt(["qualification", "proposal", "negotiation", "won", "lost"],
+                             "opportunity stages in order; new ones start at the first; "
+                             "'won' and 'lost' close them", _stages)
+
+
 @dataclass
 class RelayConfig:
     host: str = _opt("localhost", "SMTP relay that sends digests")
@@ -177,6 +215,21 @@ class NotifyConfig:
     relay: RelayConfig = _section(RelayConfig, "the SMTP relay")
     timezone: str = _opt("UTC", "time zone of reps who set none, and of the admin digest", _timezone)
     digest_hour: int = _opt(8, "default local hour of a rep's digest", _hour)
+    cutoff_hour: int = _opt(
+        20, "a digest missed (leadflow was down) is sent on the next tick before this local hour, "
+        "else not that day; 0: until midnight", _hour)
+    send_empty: bool = _opt(False, "send a digest even when it lists nothing (off: record 'skipped')")
+    stale_days: dict[str, int] = _opt(
+        {"qualification": 7, "proposal": 5, "negotiation": 3, "default": 7},
+        "an open opportunity without activity for this many days is listed as stale, per stage",
+        lambda v: None if all(isinstance(n, int) and n > 0 for n in v.values())
+        else "whole numbers of days greater than 0, by stage name")
+    max_attempts: int = _opt(6, "send attempts before a digest is marked failed", _positive)
+    retry_seconds: float = _opt(
+        60.0, "wait before the first retry of a temporary send failure; doubles each time", _positive)
+    hot_alerts: bool = _opt(True, "mail a lead's owner at once when it reaches scoring.hot_score")
+    hot_alert_per_hour: int = _opt(5, "at most this many hot-lead alerts per rep per hour",
+                                   _non_negative)
 
 
 @dataclass
@@ -188,6 +241,7 @@ class Config:
     worker: WorkerConfig = _section(WorkerConfig, "processing stored inquiries")
     scoring: ScoringConfig = _section(ScoringConfig, "scoring")
     assignment: AssignmentConfig = _section(AssignmentConfig, "assignment and conversion")
+    sales: SalesConfig = _section(SalesConfig, "opportunities and their pipeline stages")
     notify: NotifyConfig = _section(NotifyConfig, "digests and alerts")
     forms: dict[str, dict] = _opt({}, "web forms, one [forms.NAME] table each")
 
