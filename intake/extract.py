@@ -207,10 +207,6 @@ def clean_name(name):
     name = " ".join(str(name).replace('"', " ").split()).strip(" '.,;:-")
     if not name or "@" in name or len(name) > 80 or not re.search(r"[^\W\d_]", name):
         return None
-    if re.fullmatch(r"[^,]+,\s*[^,]+", name) and not LEGAL_FORMS.search(name):
-        last, first = [p.strip() for p in name.split(",", 1)]
-        if " " not in last and " " not in first:
-            name = f"{first} {last}"
     if name.isupper() or name.islower():
         name = " ".join(part.capitalize() for part in name.split())
     return name

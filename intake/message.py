@@ -189,7 +189,7 @@ def _parse(raw, settings):
     if sender and is_internal(sender) and result.classification == "lead":
         original = find_original(mail, outer_subject, is_internal)
         result.submitted_by = sender
-        if original is not None and original.address and not is_internal(original.address):
+        if original is not None:
             result.forwarded = True
             result.forward_via = original.via
             result.forwarder_note = _note(original.note)
@@ -199,6 +199,13 @@ def _parse(raw, settings):
             subject = original.subject or strip_forward_prefix(outer_subject)
             if original.date:
                 result.date = original.date
+            if not original.address or is_internal(original.address):
+                prospect_email = None
+                result.needs_review = True
+                who = original.address or original.name
+                result.review_reason = (f"forwarded by {sender}, but the original sender {who} is internal"
+                                        if original.address else
+                                        f"forwarded by {sender}, but the original sender ({who}) has no address")
         else:
             keys = key_values(split_body(text)[0] or text)
             labelled = normalise_email(keys.get("email")) if keys.get("email") else None
@@ -206,13 +213,9 @@ def _parse(raw, settings):
                 # Contact details typed or pasted by a colleague ("Email: sarah@...").
                 prospect_name, prospect_email, sender_source = keys.get("name"), labelled, "body"
             else:
-                prospect_name, prospect_email, sender_source = None, None, "header"
+                prospect_name, prospect_email = None, None
                 result.needs_review = True
-                found = "a forward without a sender address" if original is not None else \
-                    "no forwarded original"
-                result.review_reason = f"sent by internal address {sender}, but {found} was found"
-                if original is not None and original.name:
-                    prospect_name = original.name
+                result.review_reason = f"sent by internal address {sender}, but no forwarded original was found"
             subject = strip_forward_prefix(outer_subject)
     elif usable_reply_to and (not sender or is_internal(sender) or
                               classify_mod.NO_REPLY_SENDERS.match(sender.split("@", 1)[0])):
