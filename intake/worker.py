@@ -1,0 +1,169 @@
+"""The processing worker of ``leadflow serve``: stored inquiries in, leads out.
+
+The worker claims waiting inbound rows with ``pipeline.claim_pending`` (on
+PostgreSQL ``FOR UPDATE SKIP LOCKED``: several instances share one queue) and
+runs ``pipeline.process_inbound`` on each, in the database thread pool; the
+loop never blocks. It wakes at once when the SMTP listener or the webhook
+commits a new row (:meth:`Worker.notify`), so local intake waits for no
+poll; every ``worker.sweep_seconds`` it also looks by itself, which catches
+rows stored by other instances, rows put back by ``inbox retry``, and rows
+claimed by an instance that died (after ``worker.claim_timeout_seconds``).
+
+On stop, the rows it claimed but did not start are handed back (``new``), so
+another instance, or the next start, takes them at once.
+
+With ``smtp.acknowledge_forwarder`` on, an internal colleague who forwarded
+an inquiry by mail gets a short note once its lead is made ("lead #12
+created: Sarah, Tech Innovators Inc."), sent after the commit, outside the
+transaction. Never to the prospect, never for an auto-reply or spam.
+"""
+
+import asyncio
+import logging
+import time
+from email.message import EmailMessage
+from email.utils import make_msgid
+
+from leadflow.intake import normalise, pipeline
+from leadflow.store.database import db, run_sync
+from leadflow.store.models import InboundMessage
+
+log = logging.getLogger("leadflow.intake")
+
+
+class Worker:
+    """Claims and processes waiting rows until stopped."""
+
+    def __init__(self, config, metrics=None, worker_id=pipeline.WORKER_ID):
+        self.config = config
+        self.metrics = metrics
+        self.worker_id = worker_id
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self._task = None
+        self._acks = set()
+        self.processed = 0
+
+    def notify(self, inbound_id=None):
+        """A new row is committed: look now. Call on the loop's thread."""
+        self._wake.set()
+
+    def start(self):
+        self._task = asyncio.get_running_loop().create_task(self.run())
+        return self._task
+
+    async def run(self):
+        while not self._stopping:
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout=self.config.worker.sweep_seconds)
+            except asyncio.TimeoutError:
+                pass
+            self._wake.clear()
+            while not self._stopping:
+                try:
+                    created = await run_sync(self.process_batch)
+                except Exception as exc:  # noqa: BLE001 - the database is away: try at the next sweep
+                    log.error("worker: %s: %s", type(exc).__name__, exc)
+                    break
+                if created is None:
+                    break
+                for inbound_id in created:
+                    self._schedule_ack(inbound_id)
+
+    def process_batch(self):
+        """Claim one batch and process it (blocking); ids whose lead was created, None if idle."""
+        ids = pipeline.claim_pending(self.config.worker.batch_size, self.config, self.worker_id)
+        if not ids:
+            return None
+        created = []
+        for position, inbound_id in enumerate(ids):
+            if self._stopping:
+                release(ids[position:], self.worker_id)
+                break
+            started = time.perf_counter()
+            outcome = pipeline.process_inbound(inbound_id, self.config)
+            self.processed += 1
+            if self.metrics is not None:
+                self.metrics.processed[outcome] += 1
+                self.metrics.processing_seconds += time.perf_counter() - started
+                self.metrics.processing_count += 1
+            if outcome == "created":
+                created.append(inbound_id)
+        return created
+
+    def _schedule_ack(self, inbound_id):
+        if not self.config.smtp.acknowledge_forwarder:
+            return
+        task = asyncio.get_running_loop().create_task(run_sync(send_acknowledgement, inbound_id,
+                                                               self.config))
+        self._acks.add(task)
+        task.add_done_callback(self._acks.discard)
+
+    async def stop(self, grace=10.0):
+        self._stopping = True
+        self._wake.set()
+        if self._task is not None:
+            try:
+                await asyncio.wait_for(asyncio.shield(self._task), timeout=grace)
+            except asyncio.TimeoutError:
+                log.warning("worker: still busy after %.0f s; its rows are claimed again later", grace)
+        if self._acks:
+            await asyncio.wait(list(self._acks), timeout=grace)
+
+
+def release(ids, worker_id):
+    """Hand claimed rows that were not started back to the queue."""
+    if not ids:
+        return
+    with db.atomic():
+        (InboundMessage.update(status="new", claimed_by=None, claimed_at=None,
+                               attempts=InboundMessage.attempts - 1)
+         .where(InboundMessage.id.in_(ids), InboundMessage.claimed_by == worker_id,
+                InboundMessage.status == "processing").execute())
+
+
+def acknowledgement(inbound_id, config):
+    """The note to the internal forwarder of a mailed inquiry whose lead was created, or None."""
+    inbound = InboundMessage.get_or_none(InboundMessage.id == inbound_id)
+    if inbound is None or inbound.channel != "email" or inbound.lead_id is None:
+        return None
+    if inbound.classification not in (None, "lead"):
+        return None
+    lead = inbound.lead
+    forwarder = normalise.normalise_email(lead.submitted_by)
+    if not forwarder or forwarder == lead.email:
+        return None
+    domain = normalise.email_domain(forwarder)
+    internal = {d.lstrip("@").lower() for d in config.intake.internal_domains}
+    forwarders = {normalise.normalise_email(a) for a in config.intake.forwarders}
+    if domain not in internal and forwarder not in forwarders:
+        return None  # never to anyone outside: the prospect, or a stranger's auto-forward
+    if forwarder == normalise.normalise_email(config.notify.from_):
+        return None
+    who = ", ".join(p for p in (lead.name or lead.email, lead.company) if p)
+    message = EmailMessage()
+    message["From"] = config.notify.from_
+    message["To"] = forwarder
+    message["Subject"] = f"lead #{lead.id} created: {who}"
+    message["Auto-Submitted"] = "auto-generated"
+    message["Message-ID"] = make_msgid(domain=config.smtp.hostname)
+    if inbound.message_id:
+        message["In-Reply-To"] = f"<{inbound.message_id}>"
+    message.set_content(f"Thank you for forwarding. leadflow made lead #{lead.id} for {who}.\n")
+    return message
+
+
+def send_acknowledgement(inbound_id, config):
+    """Build and send the acknowledgement (blocking); failures are logged, never raised."""
+    try:
+        message = acknowledgement(inbound_id, config)
+        if message is None:
+            return False
+        from leadflow.notify.mailer import send
+
+        send(config, message)
+        log.info("inbound #%s: acknowledgement sent to %s", inbound_id, message["To"])
+        return True
+    except Exception as exc:  # noqa: BLE001 - a courtesy note; the lead exists either way
+        log.warning("inbound #%s: acknowledgement not sent: %s", inbound_id, exc)
+        return False
