@@ -99,10 +99,13 @@ def _signature_start(lines):
             tail = [l for l in lines[index + 1:] if l.strip()]
             if len(tail) <= 12:
                 return index
-    # No closing words: a last paragraph of short lines carrying contact details.
+    # No closing words: a last paragraph of short lines carrying contact details, or a bare name.
     blocks = "\n".join(lines).rstrip().rsplit("\n\n", 1)
-    if len(blocks) == 2:
+    if len(blocks) == 2 and blocks[0].strip():
         last = [l for l in blocks[1].split("\n") if l.strip()]
+        if 1 <= len(last) <= 2 and all(re.fullmatch(r"[A-ZÀ-ÖØ-Þ][\w'’.-]*(?: [A-ZÀ-ÖØ-Þ][\w'’.-]*){0,2}",
+                                                     l.strip()) for l in last):
+            return len(blocks[0].split("\n")) + 1
         if 1 < len(last) <= 8 and all(len(l) < 70 for l in last) and \
                 any(re.search(r"@|\+?\d[\d ()./-]{7,}|www\.|https?://", l) for l in last):
             return len(blocks[0].split("\n")) + 1

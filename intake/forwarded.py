@@ -136,6 +136,28 @@ def _from_fallback(text):
     return None
 
 
+_HEADER_LINE = re.compile(r"^\s*\*?[^\W\d][\w .'`-]{0,30}?\*?\s?[:：]\*?(?:\s|$)")
+
+
+def _body_after_headers(text):
+    """The text after the header block (From:/Date:/To:... lines) at the top of ``text``."""
+    lines = text.split("\n")
+    index, seen_header = 0, False
+    while index < len(lines):
+        line = lines[index]
+        if not line.strip():
+            if seen_header:
+                break
+        elif _HEADER_LINE.match(line):
+            seen_header = True
+        elif seen_header and (line[:1] in " \t" or "@" in line or line.rstrip().endswith((",", ";"))):
+            pass   # a wrapped recipient list
+        else:
+            break
+        index += 1
+    return "\n".join(lines[index:]).strip()
+
+
 def parse_inline(text, subject=None):
     """The forwarded original in a text body, or None when the text holds no forward.
 
@@ -190,6 +212,11 @@ def parse_inline(text, subject=None):
         name = name.strip().strip('"').strip("'").strip() or None
         if name and address and name.lower() == address.lower():
             name = None
+    body_text = meta.body or ""
+    # The package cuts the body at the next "Subject:" line, which loses a nested forward.
+    full = _body_after_headers(plain)
+    if body_text and len(full) > len(body_text) and full.startswith(body_text[:60]):
+        body_text = full
     original_subject = meta.subject or None
     if original_subject is None and fwd_subject:
         original_subject = fwd_subject.strip() or None
@@ -197,7 +224,7 @@ def parse_inline(text, subject=None):
         return None
     return ForwardedOriginal(
         name=name, address=address, subject=original_subject,
-        date_text=meta.date or None, body=meta.body or "",
+        date_text=meta.date or None, body=body_text,
         note=note.strip() or None,
         to=[(b.name, b.address) for b in meta.to], cc=[(b.name, b.address) for b in meta.cc])
 

@@ -146,8 +146,11 @@ def _parse(raw, settings):
         address = normalise_email(address) or (address or "").lower()
         if not address:
             return False
-        return address in forwarders or \
-            domain_class(email_domain(address), internal_domains) == "internal"
+        if address in forwarders:
+            return True
+        domain = email_domain(address) or ""
+        return any(domain == d or domain.endswith("." + d) for d in internal_domains) or \
+            domain_class(domain, internal_domains) == "internal"
 
     mail = read_message(raw)
     result = ParsedMessage()

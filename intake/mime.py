@@ -215,10 +215,44 @@ def extract_ids(value):
     return found
 
 
-_DATE_FORMATS = ("%d %B %Y %H:%M", "%d %b %Y %H:%M", "%B %d, %Y %H:%M", "%b %d, %Y %H:%M",
+_DATE_FORMATS = ("%b %d %Y %I:%M %p", "%B %d %Y %I:%M:%S %p", "%b %d %Y %H:%M", "%B %d %Y %H:%M:%S",
+                 "%d %B %Y %H:%M", "%d %b %Y %H:%M:%S", "%B %d %Y %H:%M", "%B %d %Y %I:%M %p", "%d %b %Y %H:%M", "%B %d, %Y %H:%M", "%b %d, %Y %H:%M",
                  "%d/%m/%Y %H:%M", "%Y-%m-%d %H:%M", "%d.%m.%Y %H:%M", "%d-%m-%Y %H:%M",
                  "%A, %B %d, %Y %I:%M %p", "%A, %B %d, %Y %H:%M", "%B %d, %Y %I:%M %p",
                  "%b %d, %Y %I:%M %p", "%A, %d %B %Y %H:%M", "%d %B %Y %H:%M:%S")
+
+
+_LOCAL_MONTHS = {
+    "januari": "January", "februari": "February", "maart": "March", "mei": "May", "juni": "June",
+    "juli": "July", "augustus": "August", "oktober": "October", "januar": "January",
+    "februar": "February", "märz": "March", "mai": "May", "dezember": "December", "janvier": "January",
+    "février": "February", "mars": "March", "avril": "April", "juin": "June", "juillet": "July",
+    "août": "August", "septembre": "September", "octobre": "October", "novembre": "November",
+    "décembre": "December", "enero": "January", "febrero": "February", "marzo": "March",
+    "abril": "April", "mayo": "May", "junio": "June", "julio": "July", "agosto": "August",
+    "septiembre": "September", "octubre": "October", "noviembre": "November", "diciembre": "December",
+    "gennaio": "January", "febbraio": "February", "aprile": "April", "maggio": "May",
+    "giugno": "June", "luglio": "July", "settembre": "September", "ottobre": "October",
+    "dicembre": "December", "okt": "Oct", "mrt": "Mar", "mär": "Mar", "dez": "Dec", "mei.": "May",
+}
+_LOCAL_WORDS = re.compile(
+    r"\b(?:maandag|dinsdag|woensdag|donderdag|vrijdag|zaterdag|zondag|montag|dienstag|mittwoch|"
+    r"donnerstag|freitag|samstag|sonntag|lundi|mardi|mercredi|jeudi|vendredi|samedi|dimanche|"
+    r"lunes|martes|miércoles|jueves|viernes|sábado|domingo|lunedì|martedì|mercoledì|giovedì|"
+    r"venerdì|sabato|domenica|monday|tuesday|wednesday|thursday|friday|saturday|sunday|"
+    r"mon|tue|wed|thu|fri|sat|sun|[a-z]{2}\.|de|del|uhr|h)(?=[\s,.]|$)", re.I)
+
+
+def _englished(text):
+    """A Dutch/German/French/Spanish/Italian date line with English month names, weekdays dropped."""
+    words = []
+    for word in re.split(r"(\s+)", text):
+        key = word.lower().rstrip(".,")
+        words.append(_LOCAL_MONTHS.get(key, word))
+    text = _LOCAL_WORDS.sub(" ", "".join(words))
+    text = re.sub(r"(\d)\.(?=\s)", r"\1", text)   # "3. November" -> "3 November"
+    text = re.sub(r"(?<=[^\W\d_])\.(?=\s|$)", "", text)   # "Nov." -> "Nov"
+    return " ".join(text.replace(",", " ").split())
 
 
 def parse_date(value):
@@ -241,7 +275,8 @@ def parse_date(value):
         except Exception:
             parsed = None
         if parsed is None:
-            stripped = re.sub(r"^[A-Za-z]+,\s*", "", text)
+            text = _englished(text)
+            stripped = re.sub(r"^[A-Za-z]+,?\s+(?=\d)", "", text)
             for candidate in (text, stripped):
                 for fmt in _DATE_FORMATS:
                     try:

@@ -189,7 +189,7 @@ class ResolveStep:
             item.contact = Contact.get_or_none(Contact.email == prospect.email)
         lead = None
         if prospect.email:
-            lead = Lead.get_or_none(Lead.open_email == prospect.email)
+            lead = _open_lead(prospect.email)
         if lead is None:
             lead, item.created = _create_lead(item, domain, dclass)
         if not item.created:
@@ -251,7 +251,15 @@ def _create_lead(item, domain, dclass):
         with db.atomic():
             return Lead.create(**values), True
     except IntegrityError:  # a concurrent inquiry from the same person made the open lead
-        return Lead.get(Lead.open_email == prospect.email), False
+        return _open_lead(prospect.email), False
+
+
+def _open_lead(email):
+    """The prospect's open lead, locked for this transaction (PostgreSQL: FOR UPDATE)."""
+    query = Lead.select().where(Lead.open_email == email)
+    if is_postgres():
+        query = query.for_update()
+    return query.first()
 
 
 def _add_inquiry(lead, item):
@@ -321,6 +329,7 @@ STEPS = [
     ReplyStep(),
     NormaliseStep(),
     ResolveStep(),
+    _resolve_callable("leadflow.scoring.engine:ScoreStep")(),
 ]
 
 

@@ -125,3 +125,40 @@ def serve(config, smtp_port=None, http_port=None, grace=10.0, out=None):
         print("stopped", file=out, flush=True)
 
     asyncio.run(main())
+
+
+class BackgroundServer:
+    """A :class:`Server` on its own loop in a thread: for tests and benchmarks.
+
+    ``with BackgroundServer(config) as server:`` starts it on free ports
+    (``server.smtp_address``, ``server.http_address``) and stops it on exit.
+    """
+
+    def __init__(self, config, smtp_port=0, http_port=0, scheduler=False, grace=5.0):
+        import threading
+
+        self.server = Server(config, smtp_port, http_port, scheduler=scheduler)
+        self.grace = grace
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, name="leadflow-serve",
+                                        daemon=True)
+
+    def __enter__(self):
+        self._thread.start()
+        self.call(self.server.start())
+        return self
+
+    def call(self, coroutine, timeout=30):
+        """Run ``coroutine`` on the server's loop; its result."""
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout)
+
+    def __exit__(self, *exc):
+        try:
+            self.call(self.server.stop(self.grace), timeout=self.grace + 30)
+        finally:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self._thread.join(10)
+            self.loop.close()
+
+    def __getattr__(self, name):
+        return getattr(self.server, name)

@@ -87,3 +87,174 @@ def test_plain_direct_inquiry():
     assert parsed.signals["size"]["value"] == 25
     assert parsed.message_id == "a1@x"
     assert "Directeur" not in parsed.body
+
+
+# Forwarded inquiries of each client family and language: (fixture, prospect email, name,
+# subject, submitted_by, company).
+FORWARDS = [
+    ("worked_example_sarah.eml", "sarah.mitchell@techinnovators.com", "Sarah Mitchell",
+     "Project management software for our IT team", "marketing@ourco.example", "Tech Innovators Inc."),
+    ("outlook_desktop_nl.eml", "annelies.degroot@groothandel-degroot.nl", "Annelies de Groot",
+     "Offerteaanvraag voorraadbeheer", "p.bakker@ourco.example", "Groothandel De Groot B.V."),
+    ("outlook365_de.eml", "k.mueller@maschinenbau-mueller.de", "Klaus Müller", "Anfrage Projektsoftware",
+     "vertrieb@ourco.example", "Maschinenbau Müller GmbH"),
+    ("new_outlook_fr.eml", "claire.dubois@agence-lumiere.fr", "Claire Dubois", "Demande de devis",
+     "commercial@ourco.example", "Agence Lumière SARL"),
+    ("apple_mail_en.eml", "olivia.chen@brightpath.co.uk", "Olivia Chen", "Quote request",
+     "tom@ourco.example", "BrightPath Logistics Ltd"),
+    ("thunderbird_es.eml", "jortega@construcciones-ortega.es", "Javier Ortega", "Solicitud de información",
+     "ventas@ourco.example", "Construcciones Ortega S.L."),
+    ("yahoo_en.eml", "mike.rowe@yahoo.com", "Mike Rowe", "Pricing for 20 users",
+     "salesdesk@ourco.example", None),
+    ("hubspot_en.eml", "raj.patel@nimbus-analytics.io", "Raj Patel", "Demo request",
+     "sophie@ourco.example", "Nimbus Analytics Inc."),
+    ("missive_en.eml", "hannah@fernweh-reisen.de", "Hannah Weber", "Enterprise plan",
+     "support@ourco.example", "fernweh-reisen.de"),
+    ("mailmate_en.eml", "ingrid.holm@fjordtech.no", "Ingrid Holm", "Integration question",
+     "erik@ourco.example", "fjordtech.no"),
+    ("gmail_de_html_only.eml", "j.wagner@wagner-logistik.de", "Jonas Wagner", "Angebot gewünscht",
+     "lena.schmidt@ourco.example", "Wagner Logistik GmbH"),
+    ("forward_as_attachment.eml", "david.okafor@sunrise-energy.com", "David Okafor", "Partnership inquiry",
+     "marketing@ourco.example", "Sunrise Energy Inc."),
+    ("nested_internal_forward.eml", "bram.peeters@peeters-it.be", "Bram Peeters", "Question about licences",
+     "router@ourco.example", "Peeters IT BV"),
+    ("partner_forwarder.eml", "nora@lindqvist-design.se", "Nora Lindqvist", "Request",
+     "partner@reseller.example", "lindqvist-design.se"),
+]
+
+
+@pytest.mark.parametrize("name, email, person, subject, submitted_by, company", FORWARDS,
+                         ids=[f[0] for f in FORWARDS])
+def test_forwarded_inquiry_is_filed_under_the_original_sender(name, email, person, subject, submitted_by,
+                                                               company):
+    """Each client's forward gives the original sender as prospect and the forwarder as submitted_by."""
+    parsed = parse(name)
+    assert (parsed.classification, parsed.forwarded, parsed.needs_review) == ("lead", True, False)
+    assert parsed.prospect.email == email
+    assert parsed.prospect.name == person
+    assert parsed.subject == subject
+    assert parsed.submitted_by == submitted_by
+    assert parsed.prospect.company == company
+    assert parsed.body and "Forwarded" not in parsed.body and "@ourco.example" not in parsed.body
+
+
+@pytest.mark.parametrize("name, note", [
+    ("worked_example_sarah.eml", "Hot lead from the Utrecht trade fair"),
+    ("outlook_desktop_nl.eml", "Kan iemand van sales deze oppakken?"),
+    ("outlook365_de.eml", "Bitte übernehmen, Messe-Kontakt aus Köln."),
+    ("forward_as_attachment.eml", "See attached, looks like a big one."),
+    ("nested_internal_forward.eml", "For the Benelux team."),
+    ("yahoo_en.eml", None),
+])
+def test_forwarder_note_is_kept(name, note):
+    """The forwarder's own words above the forward are kept apart from the prospect's words."""
+    parsed = parse(name)
+    if note is None:
+        assert parsed.forwarder_note is None
+    else:
+        assert parsed.forwarder_note.startswith(note)
+        assert note not in parsed.body
+
+
+def test_forward_as_attachment_lists_attachments_and_uses_the_original_date():
+    """A message/rfc822 forward is read from the attachment; the original's date is the message date."""
+    parsed = parse("forward_as_attachment.eml")
+    assert parsed.forward_via == "attachment"
+    assert parsed.date.isoformat() == "2026-11-16T22:45:00"
+    assert parsed.attachments[0]["content_type"] == "message/rfc822"
+    assert parsed.attachments[0]["filename"] == "Partnership inquiry.eml"
+    assert parsed.attachments[0]["size"] > 300
+    assert parsed.signals["timeline"]["date"] == "2027-06-30"
+
+
+@pytest.mark.parametrize("name, signal, value", [
+    ("outlook_desktop_nl.eml", "budget", {"amount": 25000, "currency": "EUR", "text": "€25.000"}),
+    ("outlook_desktop_nl.eml", "timeline", {"date": "2027-02-03", "days": 92, "text": "binnen drie maanden"}),
+    ("outlook365_de.eml", "budget", {"amount": 40000, "currency": "EUR", "text": "40.000 EUR"}),
+    ("outlook365_de.eml", "timeline", {"date": "2027-01-03", "days": 61,
+                                       "text": "innerhalb von zwei Monaten"}),
+    ("new_outlook_fr.eml", "timeline", {"date": "2026-12-04", "days": 30, "text": "le mois prochain"}),
+    ("apple_mail_en.eml", "budget", {"amount": 18000, "currency": "GBP", "text": "GBP 18,000"}),
+    ("apple_mail_en.eml", "timeline", {"date": "2027-03-31", "days": 146, "text": "Q1 2027"}),
+    ("apple_mail_en.eml", "size", {"value": 35, "unit": "seats", "text": "35 seats"}),
+    ("thunderbird_es.eml", "timeline", {"date": "2027-01-08", "days": 61, "text": "dentro de dos meses"}),
+    ("hubspot_en.eml", "budget", {"amount": 30000, "currency": "USD", "text": "$30k"}),
+    ("hubspot_en.eml", "size", {"value": 200, "unit": "employees", "text": "200 employees"}),
+    ("missive_en.eml", "timeline", {"date": "2026-12-31", "days": 50, "text": "before the end of the year"}),
+    ("webform_noreply.eml", "budget", {"amount": 10000, "currency": "EUR", "text": "10.000 EUR"}),
+])
+def test_buying_signals_of_fixtures(name, signal, value):
+    """Budget, timeline and size are read from the prospect's words, relative to their message date."""
+    assert parse(name).signals[signal] == value
+
+
+def test_internal_sender_without_original_goes_to_review_not_to_the_forwarder():
+    """An internal message with no findable original is flagged for review with no prospect address."""
+    parsed = parse("internal_no_original.eml")
+    assert parsed.classification == "lead"
+    assert parsed.needs_review is True and "p.bakker@ourco.example" in parsed.review_reason
+    assert parsed.prospect.email is None and parsed.prospect.name is None
+    assert parsed.submitted_by == "p.bakker@ourco.example"
+    assert parsed.forwarded is False
+
+
+def test_internal_sender_with_typed_contact_details():
+    """Contact lines a colleague typed ("Email: ...") name the prospect; the colleague is submitted_by."""
+    parsed = parse("internal_contact_lines.eml")
+    assert not parsed.needs_review
+    assert parsed.prospect == Prospect(name="Ellen Vos", email="ellen.vos@vostransport.nl",
+                                       phone="+31107654321", company="Vos Transport B.V.",
+                                       title="Fleet Manager", website="vostransport.nl", country="NL")
+    assert parsed.submitted_by == "p.bakker@ourco.example"
+    assert parsed.fields["company"]["source"] == "body"
+
+
+def test_web_form_notification_uses_reply_to():
+    """A form notification sent by noreply@ with the visitor in Reply-To is the visitor's lead."""
+    parsed = parse("webform_noreply.eml")
+    assert parsed.classification == "lead"
+    assert parsed.prospect.email == "ahmed@yilmaz-bau.de"
+    assert parsed.prospect.company == "Yilmaz Bau GmbH"
+    assert parsed.prospect.phone == "+49301234567"
+
+
+def test_reply_reports_thread_ids_and_drops_quoted_history():
+    """A reply carries In-Reply-To and References; its body is the new text only."""
+    parsed = parse("reply_in_thread.eml")
+    assert parsed.in_reply_to == "quote-123@ourco.example"
+    assert parsed.references == ["CAF3x9Qw7TbLzN2pK4mXvR8s@mail.gmail.com", "quote-123@ourco.example"]
+    assert parsed.body == "Thanks, the quote looks good. Can we schedule a call on Thursday?"
+    assert parsed.prospect.email == "sarah.mitchell@techinnovators.com"
+    assert parsed.forwarded is False
+
+
+@pytest.mark.parametrize("name, classification, reason", [
+    ("ooo_auto_submitted_en.eml", "auto_reply", "out-of-office reply (Auto-Submitted: auto-replied)"),
+    ("ooo_subject_nl.eml", "auto_reply", "out-of-office reply (X-Autoreply: yes)"),
+    ("ooo_subject_only_de.eml", "auto_reply", "out-of-office reply (subject: Abwesenheitsnotiz: Ihre Anfrage)"),
+    ("ooo_subject_only_fr.eml", "auto_reply", "out-of-office reply (subject: Réponse automatique : Votre devis)"),
+    ("bounce_dsn.eml", "bounce", "delivery-status report (multipart/report)"),
+    ("bounce_postmaster.eml", "bounce", "sent by postmaster@outlook.com"),
+    ("mailing_list.eml", "bulk", "mailing-list mail (List-Id: Industry Weekly <weekly.industryweekly.example>)"),
+    ("bulk_precedence.eml", "bulk", "bulk mail (Precedence: bulk)"),
+    ("noreply_sender.eml", "automated", "sent from a no-reply address (no-reply@acme-billing.example)"),
+])
+def test_not_a_lead(name, classification, reason):
+    """Auto-replies, bounces, bulk mail and no-reply senders are recognised with a readable reason."""
+    parsed = parse(name)
+    assert (parsed.classification, parsed.reason) == (classification, reason)
+    assert not parsed.is_lead
+
+
+@pytest.mark.parametrize("name, email, subject, text", [
+    ("broken_headers_charset.eml", "user@example.com", "Anfrage für Software", "Wir möchten ein Angebot"),
+    ("eightbit_headers_no_boundary.eml", "jose@garcia-hermanos.es", "Presupuesto úrgénte",
+     "Necesitamos un presupuesto"),
+])
+def test_broken_mail_is_still_read(name, email, subject, text):
+    """Raising headers, unknown charsets, 8-bit headers and a missing boundary still give the inquiry."""
+    parsed = parse(name)
+    assert parsed.classification == "lead"
+    assert parsed.prospect.email == email
+    assert parsed.subject == subject
+    assert parsed.body.startswith(text)
