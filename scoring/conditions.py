@@ -23,7 +23,7 @@ Operators (:data:`OPERATORS`)
     refused, and it reads at most :data:`MAX_MATCH_INPUT` characters, so its
     cost is bounded; ``gt``/``gte``/``lt``/``lte`` compare numbers, or dates
     when the value is a date (``2027-01-31``) or a duration from the lead's
-    latest inquiry (``90d``, ``-30d``, ``12w``, ``3m`` = 90 days, ``1y``);
+    latest inquiry (``90d``, ``-30d``, ``12w``, ``3m`` = three calendar months, ``1y``);
     ``exists``/``missing`` ask whether a value is given at all.
 
 A missing value (absent, ``None``, empty text or list) satisfies only
@@ -241,12 +241,44 @@ class LeadView:
 
 _DURATION_RE = re.compile(
     r"^\s*([+-]?\d{1,5})\s*(d|days?|w|weeks?|m|mo|months?|y|years?)\s*$", re.IGNORECASE)
-_UNIT_DAYS = {"d": 1, "w": 7, "m": 30, "y": 365}
+_UNITS = {"d": (1, "days"), "w": (7, "days"), "m": (1, "months"), "y": (12, "months")}
 _NUMBER_RE = re.compile(r"[-+]?\d[\d,._' ]*")
 
 
+class Duration(tuple):
+    """A signed amount of ``days`` or calendar ``months`` from a reference date."""
+
+    __slots__ = ()
+
+    def __new__(cls, amount, unit):
+        return super().__new__(cls, (amount, unit))
+
+    @property
+    def amount(self):
+        return self[0]
+
+    @property
+    def unit(self):
+        return self[1]
+
+    def shift(self, date):
+        """``date`` moved by this duration; months keep the day, clamped to the month's end."""
+        if self.unit == "days":
+            return date + datetime.timedelta(days=self.amount)
+        month = date.month - 1 + self.amount
+        year, month = date.year + month // 12, month % 12 + 1
+        last = (datetime.date(year + month // 12, month % 12 + 1, 1) - datetime.timedelta(days=1)).day
+        return datetime.date(year, month, min(date.day, last))
+
+    def words(self):
+        """``90 days``, ``3 months``, ``1 month`` (absolute amount)."""
+        n = abs(self.amount)
+        return f"{n} {self.unit if n != 1 else self.unit[:-1]}"
+
+
 def parse_duration(value):
-    """``"90d"`` -> 90, ``"-30 days"`` -> -30, ``"3m"`` -> 90; None if not a duration."""
+    """``"90d"`` -> 90 days, ``"-30 days"``, ``"12w"`` -> 84 days, ``"3m"`` -> 3 calendar
+    months, ``"1y"`` -> 12 months; None if ``value`` is not a duration."""
     if not isinstance(value, str):
         return None
     m = _DURATION_RE.match(value)
@@ -254,7 +286,8 @@ def parse_duration(value):
         return None
     unit = m.group(2).lower()
     unit = "m" if unit.startswith("mo") or unit == "m" else unit[0]
-    return int(m.group(1)) * _UNIT_DAYS[unit]
+    factor, kind = _UNITS[unit]
+    return Duration(int(m.group(1)) * factor, kind)
 
 
 def to_date(value):
@@ -674,12 +707,20 @@ class Check:
         days = parse_duration(value) if isinstance(value, str) else None
         if isinstance(value, str):
             fixed = None if days is not None else to_date(value)
+            shifted = {}
+
+            def bound_for(reference):
+                try:
+                    return shifted[reference]
+                except KeyError:
+                    shifted[reference] = result = days.shift(reference)
+                    return result
 
             def test(view):
                 got = to_date(view.get(field))
                 if got is None:
                     return False
-                bound = fixed if days is None else view.reference + datetime.timedelta(days=days)
+                bound = fixed if days is None else bound_for(view.reference)
                 return cmp(got, bound)
             return test
 
@@ -741,13 +782,13 @@ class Check:
             days = parse_duration(value)
             shown = _show(got)
             if days is not None:
-                if op in ("lte", "lt") and days >= 0:
-                    phrase = f"within {days} days" if hit else f"not within {days} days"
-                elif op in ("gte", "gt") and days <= 0:
-                    phrase = f"within the last {-days} days" if hit else \
-                        f"more than {-days} days ago"
+                if op in ("lte", "lt") and days.amount >= 0:
+                    phrase = f"within {days.words()}" if hit else f"not within {days.words()}"
+                elif op in ("gte", "gt") and days.amount <= 0:
+                    phrase = f"within the last {days.words()}" if hit else \
+                        f"more than {days.words()} ago"
                 else:
-                    bound = view.reference + datetime.timedelta(days=days)
+                    bound = days.shift(view.reference)
                     phrase = f"{'' if hit else 'not '}{words[0]} {bound.isoformat()}"
                 return f"{name} {shown} is {phrase}"
             return f"{name} {shown} is {'' if hit else 'not '}{words[0]} {value}"
@@ -915,7 +956,7 @@ def parse_condition(text):
         if days is None:
             raise ConditionSyntaxError(text, value_start + 1,
                                        "'within' needs a duration such as 90d, 12w, 3m or -30d")
-        op = "lte" if days >= 0 else "gte"
+        op = "lte" if days.amount >= 0 else "gte"
         value = rest
     elif op == "matches":
         value = rest
@@ -958,7 +999,7 @@ def format_condition(condition):
         return f"{field} {op}"
     if op in ("lte", "gte") and isinstance(value, str) and parse_duration(value) is not None:
         days = parse_duration(value)
-        if (op == "lte") == (days >= 0) and value == value.strip():
+        if (op == "lte") == (days.amount >= 0) and value == value.strip():
             return f"{field} within {value}"
     if op == "matches":
         return f"{field} matches /{value}/"

@@ -42,7 +42,7 @@ _STARTER = [
      "About 20 seats or people or more."),
     ("budget-mentioned", "intent", 15, ["signals.budget exists"], "all",
      "Mentions a budget."),
-    ("timeline-3-months", "intent", 20, ["signals.timeline within 90d"], "all",
+    ("timeline-3-months", "intent", 20, ["signals.timeline within 3m"], "all",
      "Wants to buy within three months."),
     ("demo-or-pricing", "intent", 15, [f"text contains {DEMO_PRICING_WORDS}"], "all",
      "Asks for a demo, a price or a quote."),

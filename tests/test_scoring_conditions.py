@@ -105,6 +105,7 @@ def holds(text, lead=None):
     ("signals.timeline within 90d", True),
     ("signals.timeline within 60d", False),
     ("signals.timeline within 3m", True),
+    ("signals.timeline within 2m", False),
     ("signals.timeline within 13w", True),
     ("signals.timeline within 12w", False),
     ("signals.timeline < 2027-03-01", True),
@@ -314,11 +315,24 @@ def test_invalid_data_names_the_part(condition, where):
 
 
 @pytest.mark.parametrize("value, expected", [
-    ("90d", 90), ("-30 days", -30), ("12w", 84), ("3m", 90), ("2 months", 60), ("1y", 365),
+    ("90d", (90, "days")), ("-30 days", (-30, "days")), ("12w", (84, "days")),
+    ("3m", (3, "months")), ("2 months", (2, "months")), ("1y", (12, "months")),
     ("90", None), ("soon", None), (90, None),
 ])
 def test_durations(value, expected):
     assert parse_duration(value) == expected
+
+
+@pytest.mark.parametrize("value, start, expected", [
+    ("3m", datetime.date(2026, 11, 26), datetime.date(2027, 2, 26)),
+    ("3m", datetime.date(2026, 11, 30), datetime.date(2027, 2, 28)),   # clamped to the month's end
+    ("-1m", datetime.date(2026, 3, 31), datetime.date(2026, 2, 28)),
+    ("1y", datetime.date(2024, 2, 29), datetime.date(2025, 2, 28)),
+    ("-30d", datetime.date(2026, 11, 27), datetime.date(2026, 10, 28)),
+])
+def test_durations_shift_dates(value, start, expected):
+    """Days count as days; months and years follow the calendar."""
+    assert parse_duration(value).shift(start) == expected
 
 
 @pytest.mark.parametrize("value, expected", [

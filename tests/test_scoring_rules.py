@@ -122,7 +122,7 @@ def test_worked_example_qualifies_under_the_starter_rules():
     assert result.qualified and result.score >= 50
     assert {"company-domain", "phone-given", "decision-maker", "team-size",
             "timeline-3-months"} <= set(fired)
-    assert fired["timeline-3-months"]["reason"] == "timeline 2027-02-25 is within 90 days: +20"
+    assert fired["timeline-3-months"]["reason"] == "timeline 2027-02-25 is within 3 months: +20"
 
 
 @pytest.mark.parametrize("domain_class, qualified, disqualified", [
