@@ -679,6 +679,8 @@ def run_digests(config, now=None, rep=None, force=False, dry_run=False, worker_i
         for kind in _kinds(person):
             seen = latest.get((person.id, kind))
             if seen is not None and seen >= day:
+                if force:
+                    outcomes.append(Outcome(person.id, person.email, kind, day, "already"))
                 continue
             if dry_run:
                 outcomes.append(Outcome(person.id, person.email, kind, day,
