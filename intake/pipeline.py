@@ -92,6 +92,7 @@ PARSERS = {
     "email": "leadflow.intake.pipeline:parse_mail",
     "cli": "leadflow.intake.pipeline:parse_mail",
     "form": "leadflow.intake.forms:parse_inbound",
+    "import": "leadflow.store.transfer:parse_import_row",
 }
 
 
@@ -330,6 +331,8 @@ STEPS = [
     NormaliseStep(),
     ResolveStep(),
     _resolve_callable("leadflow.scoring.engine:ScoreStep")(),
+    _resolve_callable("leadflow.scoring.routing:AssignStep")(),
+    _resolve_callable("leadflow.store.conversion:AutoConvertStep")(),
 ]
 
 

@@ -522,3 +522,25 @@ def _convert(lead_id, contact, org, new_contact, new_org, actor, config):
               organisation_how=plan.organisation_how)
     log.info("lead #%s: converted into opportunity #%s (%s)", lead.id, opp.id, opp.name)
     return plan
+
+
+class AutoConvertStep:
+    name = "convert"
+    description = "convert qualified leads at once when assignment.auto_convert is on (off by default)"
+
+    def process(self, item):
+        lead = item.lead
+        if lead is None or not item.config.assignment.auto_convert or lead.status != "qualified":
+            return
+        try:
+            plan = convert_lead(lead, actor="auto-convert", config=item.config)
+        except AmbiguousMatchError as exc:  # a person chooses; the lead stays qualified
+            item.notes.append(str(exc))
+            log.info("lead #%s: not converted automatically: %s", lead.id, exc.problem)
+            return
+        except ConversionError as exc:
+            item.notes.append(str(exc))
+            log.info("lead #%s: not converted automatically: %s", lead.id, exc)
+            return
+        item.lead = Lead.get_by_id(lead.id)
+        item.notes.append(f"converted into opportunity {plan.opportunity.id}")
