@@ -78,12 +78,12 @@ class Server:
         self.use_scheduler = scheduler
         self.smtp_address = self.http_address = None
 
-    async def start(self):
+    async def start(self, grace=10.0):
         self.smtp_address = await self.smtp.start(self.config.smtp.host, self.smtp_port)
         self.runner = web.AppRunner(self.webhook.make_app(), access_log=None,
-                                    handle_signals=False)
+                                    handle_signals=False, shutdown_timeout=grace)
         await self.runner.setup()
-        site = web.TCPSite(self.runner, self.config.http.host, self.http_port, shutdown_timeout=10)
+        site = web.TCPSite(self.runner, self.config.http.host, self.http_port)
         await site.start()
         self.http_address = self.runner.addresses[0][:2]
         self.worker.start()
