@@ -46,6 +46,17 @@ OUT_OF_OFFICE_SUBJECTS = re.compile(
     r"automatiskt svar|frånvaro|autosvar|fraværende|ikke på kontoret|automaattinen vastaus|poissa)",
     re.I)
 
+# A subject that *starts* with an out-of-office phrase and then a colon (or ends there):
+# "Automatic reply: Your quote", "Out of Office", but not "Out of office furniture".
+OUT_OF_OFFICE_PREFIX = re.compile(
+    r"^\s*\[?(?:automatic reply|auto[- ]?reply|autoreply|auto[- ]?response|out of (?:the )?office|"
+    r"vacation reply|abwesenheitsnotiz|abwesenheit|automatische antwort|automatisch antwoord|"
+    r"afwezigheidsbericht|afwezig|automatisch bericht|réponse automatique|absence|absent|"
+    r"respuesta automática|fuera de la oficina|risposta automatica|resposta automática|autosvar|"
+    r"automatiskt svar|frånvaro|automaattinen vastaus|poissa)"
+    r"(?:\s+(?:reply|auto[- ]?reply|notice|message|notification|bericht|antwort))?\s*\]?\s*(?::|$)",
+    re.I)
+
 
 def _header(mail, name):
     return (mail.header(name) or "").strip()
@@ -95,9 +106,7 @@ def classify(mail, sender=None, subject=None, internal_domains=(), has_reply_to=
         return "auto_reply", f"{kind} (Precedence: auto_reply)"
     if _header(mail, "x-auto-response-suppress") and ooo:
         return "auto_reply", f"out-of-office reply (subject: {subject[:80]})"
-    if ooo and re.match(r"^\s*(?:\[?auto|automatic|automatische?|automatisch|réponse automatique|"
-                        r"respuesta automática|risposta automatica|resposta automática|out of office|"
-                        r"abwesenheit|afwezig|absence|autosvar|automatiskt)", subject, re.I):
+    if OUT_OF_OFFICE_PREFIX.match(subject):
         return "auto_reply", f"out-of-office reply (subject: {subject[:80]})"
 
     # 3. Lists and bulk mail.

@@ -217,6 +217,8 @@ def parse_inline(text, subject=None):
     full = _body_after_headers(plain)
     if body_text and len(full) > len(body_text) and full.startswith(body_text[:60]):
         body_text = full
+    elif body_text and full and len(full) < len(body_text) and _body_after_headers(body_text) == full:
+        body_text = full   # header lines after the Subject line (MailMate writes Date: last)
     original_subject = meta.subject or None
     if original_subject is None and fwd_subject:
         original_subject = fwd_subject.strip() or None

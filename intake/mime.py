@@ -35,6 +35,7 @@ from selectolax.lexbor import LexborHTMLParser
 MAX_DEPTH = 30          # multipart nesting we follow
 MAX_PARTS = 500         # leaf parts we look at
 MAX_TEXT = 512 * 1024   # characters of body text we keep
+MAX_BOUNDARIES = 200    # multipart boundaries we let the stdlib parser follow
 
 # Charsets that mail clients misspell or that Python does not know by that name.
 _CHARSET_ALIASES = {
@@ -449,8 +450,11 @@ def read_message(raw):
     if isinstance(raw, str):
         raw = raw.encode("utf-8", "surrogateescape")
     try:
-        msg = email.message_from_bytes(raw, policy=policy.default)
-        return _read(msg)
+        # The stdlib parser checks every line against every open boundary: thousands of nested
+        # multiparts take seconds. Such a message is read as headers plus raw text.
+        if raw.count(b"oundary") <= MAX_BOUNDARIES:
+            msg = email.message_from_bytes(raw, policy=policy.default)
+            return _read(msg)
     except RecursionError:
         pass
     except Exception:
@@ -464,7 +468,7 @@ def read_message(raw):
         result = MailMessage()
     head, _, body = raw.replace(b"\r\n", b"\n").partition(b"\n\n")
     result.text = decode_bytes(body or head, "utf-8")[:MAX_TEXT]
-    result.defects.append("ParserFailed")
+    result.defects.append("NotParsed")
     return result
 
 
