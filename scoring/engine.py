@@ -194,42 +194,36 @@ def rescore(ruleset=None, all_leads=False, since=None, batch_size=1000, progress
     update_sql = (f'UPDATE "{table}" SET score = {param}, score_breakdown = {param}, '
                   f'ruleset_version = {param}, scored_at = {param} WHERE id = {param}')
     dumps = Lead.score_breakdown.db_value
-    for batch in _batches_in_transactions(ruleset, where, batch_size):
-        now = utcnow()
-        params, moves = [], []
-        for row, view in batch.views():
-            result = ruleset.score(row, view)
-            params.append((result.score, dumps(result.breakdown), result.version, now, row["id"]))
-            transition = _transition(row["status"], result)
-            if transition:
-                moves.append((row["id"], transition, result))
-        cursor = db.obj.cursor()
-        cursor.executemany(update_sql, params)
-        for lead_id, transition, result in moves:
-            _move(lead_id, transition, result, now)
-            if transition == "qualified":
-                counts.qualified += 1
-            else:
-                counts.disqualified += 1
+    last_id = 0
+    while True:
+        page = Lead.id > last_id if where is None else ((Lead.id > last_id) & where)
+        with db.atomic():  # one batch: read, score, write, commit
+            batch = next(read_batches(ruleset, page, batch_size), None)
+            if batch is None:
+                break
+            last_id = batch.rows[-1]["id"]
+            now = utcnow()
+            params, moves = [], []
+            for row, view in batch.views():
+                result = ruleset.score(row, view)
+                params.append((result.score, dumps(result.breakdown), result.version, now,
+                               row["id"]))
+                transition = _transition(row["status"], result)
+                if transition:
+                    moves.append((row["id"], transition, result))
+            db.obj.cursor().executemany(update_sql, params)
+            for lead_id, transition, result in moves:
+                _move(lead_id, transition, result, now)
+                if transition == "qualified":
+                    counts.qualified += 1
+                else:
+                    counts.disqualified += 1
         counts.scored += len(params)
         if progress:
             progress(len(params))
     log.info("rescored %s leads with rule set v%s: %s qualified, %s disqualified",
              counts.scored, counts.version, counts.qualified, counts.disqualified)
     return counts
-
-
-def _batches_in_transactions(ruleset, where, batch_size):
-    """Read a batch and keep its transaction open while the caller writes it."""
-    last_id = 0
-    while True:
-        page = Lead.id > last_id if where is None else ((Lead.id > last_id) & where)
-        with db.atomic():
-            batch = next(read_batches(ruleset, page, batch_size), None)
-            if batch is None:
-                return
-            last_id = batch.rows[-1]["id"]
-            yield batch
 
 
 def _move(lead_id, transition, result, now):

@@ -19,6 +19,8 @@ flatters precision/recall; the report says how many there are.
 
 import datetime
 
+from peewee import JOIN
+
 from leadflow.scoring.ruleset import load_ruleset
 from leadflow.store.database import utcnow
 from leadflow.store.models import Lead, Opportunity
@@ -33,7 +35,7 @@ def outcome_report(ruleset=None):
     ruleset = ruleset if ruleset is not None else load_ruleset()
     query = (Lead.select(Lead.id, Lead.status, Lead.score, Lead.score_breakdown,
                          Opportunity.stage.alias("stage"))
-             .join(Opportunity, join_type="LEFT OUTER", on=(Opportunity.lead == Lead.id))
+             .join(Opportunity, join_type=JOIN.LEFT_OUTER, on=(Opportunity.lead == Lead.id))
              .where(Lead.status.in_(("converted", "disqualified")) |
                     Opportunity.stage.in_(("won", "lost")))
              .order_by(Lead.id).dicts())
