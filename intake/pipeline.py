@@ -238,7 +238,7 @@ def _create_lead(item, domain, dclass):
         website=prospect.website, country=prospect.country, subject=parsed.subject,
         message=parsed.body, signals=parsed.signals or {}, fields=parsed.fields or {},
         custom=getattr(parsed, "custom", None) or {},
-        channel="form" if inbound.channel == "form" else "email", form=inbound.form,
+        channel=inbound.channel if inbound.channel in ("form", "import") else "email", form=inbound.form,
         source=_source(inbound), submitted_by=parsed.submitted_by,
         needs_review=bool(parsed.needs_review), review_reason=parsed.review_reason,
         contact=item.contact, organisation=item.organisation,

@@ -446,7 +446,9 @@ def convert_lead(lead, contact=None, org=None, new_contact=False, new_org=False,
     """
     lead_id = lead.id if isinstance(lead, Lead) else lead
     if dry_run:
-        return plan_conversion(crm.get_lead(lead_id), contact, org, new_contact, new_org, config)
+        plan = plan_conversion(crm.get_lead(lead_id), contact, org, new_contact, new_org, config)
+        plan.dry_run = True
+        return plan
     try:
         with db.atomic():
             return _convert(lead_id, contact, org, new_contact, new_org, actor, config)

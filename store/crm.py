@@ -31,7 +31,7 @@ thin wrapper. Functions that write run in one transaction.
 import datetime
 import logging
 
-from peewee import IntegrityError, fn
+from peewee import JOIN, IntegrityError, fn
 
 from leadflow.errors import LeadflowError, NotFoundError
 from leadflow.store.database import db, is_postgres, utcnow
@@ -299,9 +299,9 @@ def list_opportunities(owner=None, stage=None, stale_days=None, now=None, limit=
     """
     query = (Opportunity.select(Opportunity, Organisation, Rep)
              .join(Organisation, on=(Opportunity.organisation == Organisation.id),
-                   join_type="LEFT OUTER")
+                   join_type=JOIN.LEFT_OUTER)
              .switch(Opportunity)
-             .join(Rep, on=(Opportunity.owner == Rep.id), join_type="LEFT OUTER")
+             .join(Rep, on=(Opportunity.owner == Rep.id), join_type=JOIN.LEFT_OUTER)
              .order_by(Opportunity.id.desc()))
     if owner is not None:
         query = query.where(Opportunity.owner == owner)
