@@ -195,11 +195,14 @@ def row_to_record(row, mapping, region):
 def read_rows(path):
     """Yield ``(first line number, row dict)`` and return the headers first."""
     try:
-        text = open(path, encoding="utf-8-sig", newline="").read()
-    except UnicodeDecodeError:
-        text = open(path, encoding="latin-1", newline="").read()
+        with open(path, "rb") as fh:
+            data = fh.read()
     except OSError as exc:
         raise ImportFileError(path, exc.strerror or str(exc)) from None
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        text = data.decode("cp1252", "replace")  # spreadsheets saved on Windows
     try:
         dialect = csv.Sniffer().sniff(text[:4096], delimiters=",;\t")
     except csv.Error:
