@@ -6,8 +6,8 @@ either returns (the relay accepted it for every recipient) or raises:
 - :class:`TemporarySendError` — worth trying again later: a ``4xx`` reply, a
   refused or timed-out connection, a dropped session;
 - :class:`PermanentSendError` — trying again will not help: a ``5xx`` reply
-  (unknown recipient, rejected sender, failed AUTH), a certificate that does
-  not verify, a password variable that is not set.
+  (unknown recipient, rejected sender, failed AUTH), a TLS handshake or
+  certificate that fails, a password variable that is not set.
 
 ``security`` is ``none`` (plain SMTP), ``starttls`` (plain, then STARTTLS, which
 must succeed) or ``tls`` (TLS from the first byte, usually port 465). With a
@@ -121,6 +121,9 @@ def send(config, message):
     except ssl.SSLCertVerificationError as exc:
         raise PermanentSendError(recipients, f"TLS certificate of {relay.host} does not verify: "
                                  f"{exc.verify_message}") from None
+    except ssl.SSLError as exc:  # e.g. security = "tls" against a plain port: a setup mistake
+        raise PermanentSendError(recipients, f"TLS with {relay.host}:{relay.port} failed: "
+                                 f"{exc.reason or exc}") from None
     except smtplib.SMTPNotSupportedError as exc:
         raise PermanentSendError(recipients, f"relay {relay.host}: {exc}") from None
     except (smtplib.SMTPServerDisconnected, smtplib.SMTPConnectError, socket.timeout,

@@ -15,6 +15,7 @@ these user names and passwords.
 """
 
 import asyncio
+import datetime
 import email
 import email.policy
 import threading
@@ -112,3 +113,24 @@ class SmtpSink:
     def to(self, address):
         """The messages whose envelope went to ``address``."""
         return [m for m, (_, rcpts) in zip(self.messages, self.envelopes) if address in rcpts]
+
+
+# -- factories for tests: rows with sensible defaults ------------------------------
+
+def make_rep(name="Sam", email=None, **fields):
+    from leadflow.store.models import Rep
+
+    fields.setdefault("timezone", "UTC")
+    fields.setdefault("digest_hour", 8)
+    fields.setdefault("working_days", "1,2,3,4,5,6,7")
+    fields.setdefault("created_at", datetime.datetime(2020, 1, 1))  # every assignment is "new"
+    return Rep.create(name=name, email=email or f"{name.lower().replace(' ', '.')}@ourco.example",
+                      **fields)
+
+
+def make_lead(owner=None, name="Sarah Connor", **fields):
+    from leadflow.store.models import Lead
+
+    email = fields.pop("email", f"{name.lower().replace(' ', '.')}@prospect.example")
+    fields.setdefault("assigned_at", fields.get("created_at"))
+    return Lead.create(owner=owner, name=name, email=email, **fields)
