@@ -6,6 +6,7 @@ import pytest
 
 from leadflow.scoring import engine
 from leadflow.scoring import ruleset as rulesets
+from leadflow.store.database import db
 from leadflow.store.models import Lead, RuleSetVersion
 
 CONFIG = '[intake]\ninternal_domains = ["ourco.example"]\n'
@@ -16,7 +17,15 @@ def rules_cli(cli, database, tmp_path):
     """The CLI with the starter rules installed and a config naming the internal domain."""
     (tmp_path / "leadflow.toml").write_text(CONFIG)
     rulesets.install_starter_rules("init")
-    return cli
+
+    def invoke(*args, **kwargs):
+        try:
+            return cli(*args, **kwargs)
+        finally:
+            # the command opened (and closed) its own database handle; the test's
+            # own queries go through the fixture's handle again, closed at teardown
+            db.initialize(database)
+    return invoke
 
 
 def data(result):
