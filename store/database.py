@@ -49,6 +49,7 @@ def utcnow():
 def open_database(url, pool_size=10):
     """Open the database named by ``url`` and bind every model to it."""
     database = make_database(url, pool_size=pool_size)
+    close_database()  # whatever the proxy pointed at before
     db.initialize(database)
     database.connect(reuse_if_open=True)
     return database

@@ -115,7 +115,12 @@ def database(database_url, monkeypatch):
     monkeypatch.setenv(config_module.ENV_DATABASE_URL, database_url)
     database = open_database(database_url, pool_size=4)
     yield database
-    close_database()
+    close_database()  # whatever the proxy points at now (a CLI command may have rebound it)
+    for opened in (database,):
+        if not opened.is_closed():
+            opened.close()
+        if hasattr(opened, "close_all"):
+            opened.close_all()
     db.initialize(None)
 
 
