@@ -25,10 +25,10 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 
 from . import classify as classify_mod
-from .extract import extract_fields, extract_signals, key_values, split_body
+from .extract import extract_fields, extract_signals, key_values, normalise_email, split_body
 from .forwarded import find_original, strip_forward_prefix
 from .mime import read_message
-from .normalise import domain_class, email_domain, normalise_email
+from .normalise import domain_class, email_domain
 
 log = logging.getLogger("leadflow.intake")
 
@@ -110,13 +110,14 @@ def _setting(settings, name, default):
     return default if value is None else value
 
 
+_UNPRINTABLE = re.compile("[\x00-\x08\x0b\x0e-\x1f\ufffd\ud800-\udfff]")
+
+
 def _looks_binary(text):
     sample = text[:4000]
     if not sample:
         return False
-    bad = sum(1 for ch in sample if (ord(ch) < 32 and ch not in "\n\r\t\f") or ch == "\ufffd"
-              or 0xD800 <= ord(ch) <= 0xDFFF)
-    return bad > len(sample) * 0.05
+    return len(_UNPRINTABLE.findall(sample)) > len(sample) * 0.05
 
 
 def parse_message(raw, settings=None):
@@ -200,8 +201,9 @@ def _parse(raw, settings):
             sender_source = "forward"
             text = original.body
             subject = original.subject or strip_forward_prefix(outer_subject)
-            if original.date:
-                result.date = original.date
+            when = original.date
+            if when:
+                result.date = when
             if not original.address or is_internal(original.address):
                 prospect_email = None
                 result.needs_review = True

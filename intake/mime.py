@@ -369,7 +369,7 @@ def _read_headers(msg):
 
 def _message_bytes(msg):
     try:
-        return msg.as_bytes(policy=policy.default.clone(linesep="\n"))
+        return msg.as_bytes(policy=policy.compat32)
     except Exception:
         try:
             return msg.as_string().encode("utf-8", "surrogateescape")
@@ -445,6 +445,22 @@ def _read(msg, depth=0):
     return result
 
 
+class _RawHeaderPolicy(policy.EmailPolicy):
+    """``policy.default`` whose header values are fetched as the raw strings.
+
+    Everything the parser does stays as in ``policy.default``; only
+    ``msg[name]`` returns the raw value instead of a header-registry object. The
+    registry raises on real mail (see above) and building its objects costs
+    more than the rest of parsing together; we decode values ourselves.
+    """
+
+    def header_fetch_parse(self, name, value):
+        return value
+
+
+RAW_HEADERS = _RawHeaderPolicy()
+
+
 def read_message(raw):
     """A MailMessage from raw bytes; never raises."""
     if isinstance(raw, str):
@@ -453,7 +469,7 @@ def read_message(raw):
         # The stdlib parser checks every line against every open boundary: thousands of nested
         # multiparts take seconds. Such a message is read as headers plus raw text.
         if raw.count(b"oundary") <= MAX_BOUNDARIES:
-            msg = email.message_from_bytes(raw, policy=policy.default)
+            msg = email.message_from_bytes(raw, policy=RAW_HEADERS)
             return _read(msg)
     except RecursionError:
         pass
@@ -461,7 +477,7 @@ def read_message(raw):
         pass
     # The parser gave up (e.g. absurd nesting): keep the headers and the raw text.
     try:
-        msg = email.parser.BytesHeaderParser(policy=policy.default).parsebytes(raw)
+        msg = email.parser.BytesHeaderParser(policy=RAW_HEADERS).parsebytes(raw)
         result = MailMessage(headers=_read_headers(msg))
         result.header_count = len(result.headers)
     except Exception:
