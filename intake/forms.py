@@ -97,6 +97,37 @@ CONTROL_FIELDS = {KEY_FIELD, "retURL", "submit", "g-recaptcha-response", "captch
 _CUSTOM_FIELD_RE = re.compile(r"^00N[0-9A-Za-z]{12}(?:[0-9A-Za-z]{3})?$")
 
 
+# When no synonym matches exactly: words in the question ("What is your work email?").
+_KEYWORDS = [
+    ({"email", "mail"}, "email"),
+    ({"company", "organisation", "organization", "bedrijf", "firma"}, "company"),
+    ({"first", "voornaam", "vorname"}, "first_name"),
+    ({"last", "surname", "achternaam", "nachname"}, "last_name"),
+    ({"name", "naam"}, "name"),
+    ({"phone", "telephone", "mobile", "telefoon", "telefon"}, "phone"),
+    ({"website", "url"}, "website"),
+    ({"country"}, "country"),
+    ({"job", "title", "role", "position"}, "title"),
+    ({"message", "help", "question", "comments", "comment", "describe", "details"}, "message"),
+]
+
+
+def guess_field(name):
+    """Our field for a builder's field name or question, or None."""
+    folded = fold_key(name)
+    if folded in _SYNONYM_INDEX:
+        return _SYNONYM_INDEX[folded]
+    words = set(folded.split("_"))
+    for keywords, ours in _KEYWORDS:
+        if words & keywords:
+            if ours in ("first_name", "last_name") and not words & {"name", "naam", "voornaam",
+                                                                   "achternaam", "vorname",
+                                                                   "nachname", "surname"}:
+                continue
+            return ours
+    return None
+
+
 def fold_key(name):
     """``"How can we help?"`` -> ``"how_can_we_help"``."""
     return re.sub(r"[^0-9a-z]+", "_", str(name).lower()).strip("_")
@@ -398,7 +429,7 @@ def read_submission(form, payload):
         value = _text(raw)
         target = mapping.get(key) or folded_mapping.get(fold_key(key))
         if target is None and form.preset != "salesforce":
-            target = _SYNONYM_INDEX.get(fold_key(key))
+            target = guess_field(key)
         if target is None and form.preset == "salesforce" and _CUSTOM_FIELD_RE.match(key):
             target = key  # a Salesforce custom field: kept by its id
         if target == IGNORE:
