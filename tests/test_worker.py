@@ -1,0 +1,131 @@
+"""The worker of `leadflow serve`: processes new rows at once, sweeps the rest, acknowledges forwarders."""
+
+import datetime
+import smtplib
+import time
+
+import pytest
+
+from leadflow.intake import pipeline
+from leadflow.intake.server import BackgroundServer
+from leadflow.intake.worker import acknowledgement, release
+from leadflow.notify.testing import SmtpSink
+from leadflow.store.database import utcnow
+from leadflow.store.inbound import store_inbound
+from leadflow.store.models import InboundMessage, Lead
+
+pytestmark = pytest.mark.timeout(60)
+
+MAIL = (b"From: Sarah Jones <sarah@techinnovators.example>\r\nSubject: Quote\r\n"
+        b"Message-ID: <w-%d@techinnovators.example>\r\n\r\nPlease send a quote.\r\n")
+
+
+def wait_for(predicate, timeout=10):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def test_notified_row_processed_at_once(config, database):
+    """A row the edge reports is processed at once, long before the next sweep."""
+    config.worker.sweep_seconds = 60
+    with BackgroundServer(config) as server:
+        time.sleep(0.2)  # the start-up sweep is over
+        inbound_id = store_inbound("email", MAIL % 1).id
+        started = time.monotonic()
+        server.loop.call_soon_threadsafe(server.worker.notify, inbound_id)
+        assert wait_for(lambda: InboundMessage.get_by_id(inbound_id).status == "done", timeout=5)
+        assert time.monotonic() - started < 5
+
+
+def test_smtp_delivery_becomes_lead_without_waiting_for_sweep(config, database):
+    """A message received by SMTP becomes a lead within a second, with the sweep far away."""
+    config.worker.sweep_seconds = 60
+    with BackgroundServer(config) as server:
+        with smtplib.SMTP(*server.smtp_address, timeout=10) as client:
+            client.sendmail("sarah@techinnovators.example", ["leads@leadflow.localhost"], MAIL % 2)
+        assert wait_for(lambda: Lead.select().count() == 1, timeout=1.5)
+
+
+def test_sweep_finds_rows_stored_elsewhere(config, database):
+    """Rows stored by another process (nobody notifies) are found by the periodic sweep."""
+    config.worker.sweep_seconds = 0.2
+    with BackgroundServer(config):
+        time.sleep(0.1)
+        ids = [store_inbound("email", MAIL % n).id for n in range(3, 6)]
+        assert wait_for(lambda: InboundMessage.select().where(
+            InboundMessage.id.in_(ids), InboundMessage.status == "done").count() == 3)
+
+
+def test_rows_of_a_dead_worker_are_taken_over(config, database):
+    """A row claimed long ago by a worker that died is claimed again and processed."""
+    config.worker.sweep_seconds = 0.2
+    config.worker.claim_timeout_seconds = 30
+    inbound_id = store_inbound("email", MAIL % 7).id
+    (InboundMessage.update(status="processing", claimed_by="deadhost:1", attempts=1,
+                           claimed_at=utcnow() - datetime.timedelta(minutes=5))
+     .where(InboundMessage.id == inbound_id).execute())
+    with BackgroundServer(config):
+        assert wait_for(lambda: InboundMessage.get_by_id(inbound_id).status == "done")
+    assert InboundMessage.get_by_id(inbound_id).attempts == 2
+
+
+def test_release_hands_claimed_rows_back(config, database):
+    """Claimed rows a stopping worker did not start go back to `new`, attempts undone."""
+    ids = [store_inbound("email", MAIL % n).id for n in range(10, 13)]
+    claimed = pipeline.claim_pending(10, config, worker_id="me:1")
+    assert claimed == ids
+    release(claimed[1:], "me:1")
+    statuses = [InboundMessage.get_by_id(i).status for i in ids]
+    assert statuses == ["processing", "new", "new"]
+    assert InboundMessage.get_by_id(ids[1]).attempts == 0
+
+
+def _forwarded(config, forwarder, classification="lead", lead_email="sarah@techinnovators.example"):
+    lead = Lead.create(name="Sarah", email=lead_email, company="Tech Innovators Inc.",
+                       submitted_by=forwarder)
+    row = InboundMessage.create(channel="email", raw=b"x", status="done", lead=lead,
+                                classification=classification, message_id="m1@ourco.example")
+    return row.id, lead
+
+
+@pytest.mark.parametrize("forwarder, classification, lead_email, to", [
+    ("maria@ourco.example", "lead", "sarah@techinnovators.example", "maria@ourco.example"),
+    ("someone@elsewhere.example", "lead", "sarah@techinnovators.example", None),  # not internal
+    ("maria@ourco.example", "auto_reply", "sarah@techinnovators.example", None),
+    (None, "lead", "sarah@techinnovators.example", None),  # sent by the prospect herself
+    ("sarah@techinnovators.example", "lead", "sarah@techinnovators.example", None),
+])
+def test_acknowledgement_only_to_internal_forwarder(config, database, forwarder, classification,
+                                                     lead_email, to):
+    """The note goes to an internal forwarder only: never the prospect, never for an auto-reply."""
+    inbound_id, lead = _forwarded(config, forwarder, classification, lead_email)
+    message = acknowledgement(inbound_id, config)
+    if to is None:
+        assert message is None
+    else:
+        assert message["To"] == to
+        assert message["Subject"] == f"lead #{lead.id} created: Sarah, Tech Innovators Inc."
+        assert message["Auto-Submitted"] == "auto-generated"
+
+
+def test_acknowledgement_sent_after_forwarded_mail(config, database, mail_fixture):
+    """With smtp.acknowledge_forwarder on, the colleague who forwarded gets the note by mail."""
+    config.smtp.acknowledge_forwarder = True
+    config.smtp.accept = ["leads@ourco.example"]
+    raw = mail_fixture("worked_example_sarah.eml").read_bytes()
+    raw = raw.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")  # SMTP lines end in CRLF
+    with SmtpSink() as sink:
+        config.notify.relay.port = sink.port
+        config.notify.relay.host = "127.0.0.1"
+        with BackgroundServer(config) as server:
+            with smtplib.SMTP(*server.smtp_address, timeout=10) as client:
+                client.sendmail("marketing@ourco.example", ["leads@ourco.example"], raw)
+            assert wait_for(lambda: len(sink.messages) == 1)
+    lead = Lead.get()
+    assert lead.email == "sarah.mitchell@techinnovators.com"
+    assert sink.envelopes[0][1] == ["marketing@ourco.example"]
+    assert sink.messages[0]["Subject"].startswith(f"lead #{lead.id} created: Sarah Mitchell")
