@@ -73,6 +73,13 @@ OPEN_PREFIXES = ("custom.", "signals.")
 _PRIMARY_KEYS = ("value", "date", "amount", "count", "text", "name")
 
 
+def _fold(text):
+    """:func:`fold`, with a fast path for plain ASCII (where it only lower-cases)."""
+    if text.isascii():
+        return " ".join(text.lower().split())
+    return fold(text)
+
+
 class ConditionError(LeadflowError):
     """A condition (as data) is not valid; ``where`` names the part."""
 
@@ -138,7 +145,8 @@ class LeadView:
     they are read through the lead's foreign keys. Values are cached per view.
     """
 
-    __slots__ = ("lead", "_contact", "_organisation", "_cache", "_folded", "_reference")
+    __slots__ = ("lead", "_contact", "_organisation", "_cache", "_folded", "_reference", "_keys",
+                 "_numbers", "_dates")
 
     _UNSET = object()
 
@@ -148,6 +156,9 @@ class LeadView:
         self._organisation = organisation
         self._cache = {}
         self._folded = {}
+        self._keys = {}
+        self._numbers = {}
+        self._dates = {}
         self._reference = reference
 
     def _own(self, name):
@@ -192,6 +203,31 @@ class LeadView:
         self._cache[field] = value
         return value
 
+    def keys(self, field):
+        """The value's comparison keys (a frozenset; one per list item), for eq and in."""
+        try:
+            return self._keys[field]
+        except KeyError:
+            pass
+        value = self.get(field)
+        keys = frozenset() if value is None else frozenset(_eq_key(v) for v in _items(value))
+        self._keys[field] = keys
+        return keys
+
+    def number(self, field):
+        try:
+            return self._numbers[field]
+        except KeyError:
+            number = self._numbers[field] = to_number(self.get(field))
+            return number
+
+    def date(self, field):
+        try:
+            return self._dates[field]
+        except KeyError:
+            date = self._dates[field] = to_date(self.get(field))
+            return date
+
     def folded(self, field):
         """The value as folded text (lists joined), for word matching."""
         try:
@@ -202,38 +238,58 @@ class LeadView:
         if value is None:
             text = None
         elif isinstance(value, (list, tuple)):
-            text = fold(" \n ".join(str(v) for v in value))
+            text = _fold(" \n ".join(str(v) for v in value))
         else:
-            text = fold(str(value))
+            text = _fold(str(value))
         self._folded[field] = text
         return text
 
     def _lookup(self, field):
-        if field == "text":
+        try:
+            kind, head, parts = _FIELD_KINDS[field]
+        except KeyError:
+            kind, head, parts = _FIELD_KINDS.setdefault(field, _field_kind(field))
+        if kind == "own":
+            lead = self.lead
+            return lead.get(field) if isinstance(lead, dict) else getattr(lead, field, None)
+        if kind == "text":
             subject, message = self._own("subject"), self._own("message")
             return "\n".join(p for p in (subject, message) if p) or None
-        head, _, rest = field.partition(".")
-        if not rest:
-            return self._own(field)
-        if head in ("contact", "organisation"):
+        if kind == "related":
             row = self._related(head)
             if row is None:
                 return None
-            return row.get(rest) if isinstance(row, dict) else getattr(row, rest, None)
-        if head in ("signals", "custom"):
-            value = self._own(head) or {}
-            for part in rest.split("."):
-                if isinstance(value, dict):
-                    value = value.get(part)
-                else:
-                    return None
+            return row.get(parts) if isinstance(row, dict) else getattr(row, parts, None)
+        value = self._own(head) or {}
+        for part in parts:
             if isinstance(value, dict):
-                for key in _PRIMARY_KEYS:
-                    if value.get(key) not in (None, ""):
-                        return value[key]
-                return None if not value else value
-            return value
-        return self._own(field)
+                value = value.get(part)
+            else:
+                return None
+        if isinstance(value, dict):
+            for key in _PRIMARY_KEYS:
+                if value.get(key) not in (None, ""):
+                    return value[key]
+            return None if not value else value
+        return value
+
+
+_FIELD_KINDS = {}
+
+
+def _field_kind(field):
+    """How to read a field: ("own", ...), ("text", ...), ("related", head, name) or
+    ("nested", head, parts)."""
+    if field == "text":
+        return ("text", None, None)
+    head, _, rest = field.partition(".")
+    if not rest:
+        return ("own", field, None)
+    if head in ("contact", "organisation"):
+        return ("related", head, rest)
+    if head in ("signals", "custom"):
+        return ("nested", head, tuple(rest.split(".")))
+    return ("own", field, None)
 
 
 # ---------------------------------------------------------------------------
@@ -628,7 +684,7 @@ def _eq_key(value):
         return ("n", float(number))
     if isinstance(value, bool):
         return ("t", "true" if value else "false")
-    return ("t", fold(str(value)))
+    return ("t", _fold(str(value)))
 
 
 _NUMERIC_TEXT = re.compile(r"\s*[-+]?\d+(\.\d+)?\s*")
@@ -641,7 +697,8 @@ def _items(value):
 class Check:
     """One compiled condition: ``test(view)`` -> bool, ``explain(view)`` -> reason."""
 
-    __slots__ = ("condition", "field", "op", "value", "test", "_label", "_regex")
+    __slots__ = ("condition", "field", "op", "value", "test", "_label", "_regex", "_reasons",
+                 "_relative")
 
     def __init__(self, condition):
         self.condition = condition = normalise_condition(condition)
@@ -649,6 +706,8 @@ class Check:
         self.op = op = condition["op"]
         self.value = value = condition.get("value")
         self._label = label(field)
+        self._reasons = {}
+        self._relative = isinstance(value, str) and parse_duration(value) is not None
         self.test = getattr(self, "_make_" + op)(field, value)
 
     # each _make_OP returns a fast function view -> bool
@@ -660,11 +719,7 @@ class Check:
 
     def _make_eq(self, field, value):
         key = _eq_key(value)
-
-        def test(view):
-            got = view.get(field)
-            return got is not None and any(_eq_key(v) == key for v in _items(got))
-        return test
+        return lambda view: key in view.keys(field)
 
     def _make_ne(self, field, value):
         eq = self._make_eq(field, value)
@@ -672,18 +727,14 @@ class Check:
 
     def _make_in(self, field, value):
         keys = frozenset(_eq_key(v) for v in value)
-
-        def test(view):
-            got = view.get(field)
-            return got is not None and any(_eq_key(v) in keys for v in _items(got))
-        return test
+        return lambda view: not keys.isdisjoint(view.keys(field))
 
     def _make_not_in(self, field, value):
         inn = self._make_in(field, value)
         return lambda view: not inn(view)
 
     def _make_contains(self, field, value):
-        words = sorted({fold(str(w)) for w in value}, key=lambda w: (-len(w), w))
+        words = sorted({_fold(str(w)) for w in value}, key=lambda w: (-len(w), w))
         regex = re.compile(r"(?<!\w)(?:" + "|".join(re.escape(w) for w in words) + r")(?!\w)")
         self._regex = regex
 
@@ -717,7 +768,7 @@ class Check:
                     return result
 
             def test(view):
-                got = to_date(view.get(field))
+                got = view.date(field)
                 if got is None:
                     return False
                 bound = fixed if days is None else bound_for(view.reference)
@@ -725,7 +776,7 @@ class Check:
             return test
 
         def test(view):
-            got = to_number(view.get(field))
+            got = view.number(field)
             return got is not None and cmp(got, value)
         return test
 
@@ -746,6 +797,21 @@ class Check:
         """A readable sentence on why this condition holds (or does not) for ``view``."""
         if hit is None:
             hit = self.test(view)
+        got = view.get(self.field)
+        if self.op in ("contains", "matches") or isinstance(got, (list, dict)):
+            return self._explain(view, hit)
+        key = (type(got), got, hit, view.reference if self._relative else None)
+        try:
+            return self._reasons[key]
+        except KeyError:
+            pass
+        reason = self._explain(view, hit)
+        if len(self._reasons) > 512:
+            self._reasons.clear()
+        self._reasons[key] = reason
+        return reason
+
+    def _explain(self, view, hit):
         name, op, value = self._label, self.op, self.value
         got = view.get(self.field)
         if op == "exists":
@@ -802,7 +868,7 @@ class Check:
 class Matcher:
     """Compiled conditions joined by ``all`` or ``any``."""
 
-    __slots__ = ("checks", "match", "_tests", "_any")
+    __slots__ = ("checks", "match", "_tests", "_any", "fields", "relative")
 
     def __init__(self, conditions, match="all"):
         normalised = normalise_conditions(conditions, match)
@@ -810,6 +876,10 @@ class Matcher:
         self.match = match
         self._tests = [c.test for c in self.checks]
         self._any = match == "any"
+        # what the answer depends on: these fields' values (and the reference
+        # date when a duration is involved); lets a caller memoise answers
+        self.fields = tuple(dict.fromkeys(c.field for c in self.checks))
+        self.relative = any(c._relative for c in self.checks)
 
     def test(self, view):
         """True when the conditions hold for ``view`` (no reasons: the fast path)."""
@@ -822,6 +892,12 @@ class Matcher:
             if not t(view):
                 return False
         return True
+
+    def reasons_for_hit(self, view):
+        """The reasons of a known hit (cheaper than :meth:`explain`)."""
+        if self._any:
+            return [c.explain(view, True) for c in self.checks if c.test(view)]
+        return [c.explain(view, True) for c in self.checks]
 
     def explain(self, view):
         """``(hit, reasons)``: for a hit the conditions that made it; for a miss why not."""

@@ -16,6 +16,7 @@ Each breakdown entry is ``{rule_id, rule, points | verdict, reason}`` with a
 reason an admin can read: ``"timeline 2027-02-15 is within 90 days: +20"``.
 """
 
+import json
 import re
 from dataclasses import dataclass, field
 
@@ -190,6 +191,99 @@ class ScoreResult:
         return self.verdict == "disqualify"
 
 
+_MEMO_SIZE = 4096
+_MEMO_RESETS = 4
+
+
+class _CompiledRule:
+    """A rule ready to fire, with answers memoised by the values it reads.
+
+    A rule's answer (and reason) depends only on the values of its fields (and
+    the reference date for durations), so leads that share them (the same
+    domain class, country, title...) reuse one answer and one breakdown entry.
+    Rules whose values hardly repeat (message text) stop memoising by
+    themselves after a few full memos.
+    """
+
+    __slots__ = ("rule", "matcher", "memo", "resets", "fields", "relative")
+
+    def __init__(self, rule):
+        self.rule = rule
+        self.matcher = Matcher(rule.conditions, rule.match)
+        self.fields = self.matcher.fields
+        self.relative = self.matcher.relative
+        self.memo = {}
+        self.resets = 0
+
+    def fire(self, view):
+        """The breakdown entry when the rule fires on ``view``, else None."""
+        memo = self.memo
+        if memo is None:
+            return self._answer(view)
+        get = view.get
+        if len(self.fields) == 1:
+            key = get(self.fields[0])
+        else:
+            key = tuple(get(f) for f in self.fields)
+        if self.relative:
+            key = (key, view.reference)
+        try:
+            return memo[key]
+        except KeyError:
+            return self.remember(key, view)
+        except TypeError:  # a list or table value: not hashable, not memoised
+            return self._answer(view)
+
+    def remember(self, key, view):
+        memo = self.memo
+        entry = self._answer(view)
+        if len(memo) >= _MEMO_SIZE:
+            self.resets += 1
+            if self.resets >= _MEMO_RESETS:
+                self.memo = None
+                return entry
+            memo.clear()
+        memo[key] = entry
+        return entry
+
+    def _answer(self, view):
+        if not self.matcher.test(view):
+            return None
+        rule = self.rule
+        text = "; ".join(self.matcher.reasons_for_hit(view))
+        if rule.verdict:
+            return _Entry(rule_id=rule.id, rule=rule.name, verdict=rule.verdict,
+                          reason=f"{text}: {rule.verdict}")
+        return _Entry(rule_id=rule.id, rule=rule.name, points=rule.points,
+                      reason=f"{text}: {rule.points:+d}")
+
+
+class _Entry(dict):
+    """A breakdown entry: a plain dict that also keeps its own JSON text."""
+
+    __slots__ = ("_json",)
+
+    def json(self):
+        try:
+            return self._json
+        except AttributeError:
+            self._json = json.dumps(self, ensure_ascii=False, sort_keys=True)
+            return self._json
+
+
+def _cap_entry(group, cap, earned, cut):
+    return _Entry(rule_id=None, rule=f"cap:{group}", points=cut,
+                  reason=f"group {group} is capped at {cap} ({earned} earned): {cut:+d}")
+
+
+def breakdown_json(breakdown):
+    """The breakdown as stored JSON (the same text ``JSONField`` writes), reusing each
+    entry's cached JSON."""
+    return "[" + ", ".join(e.json() if isinstance(e, _Entry) else
+                           json.dumps(e, ensure_ascii=False, sort_keys=True)
+                           for e in breakdown) + "]"
+
+
 class RuleSet:
     """Rules in order, with a threshold and group caps: the unit that scores."""
 
@@ -199,35 +293,49 @@ class RuleSet:
         self.threshold = validate_threshold(threshold)
         self.caps = validate_caps(caps)
         self.version = version
-        self._compiled = [(rule, Matcher(rule.conditions, rule.match))
-                          for rule in self.rules if rule.enabled]
+        self._compiled = [_CompiledRule(rule) for rule in self.rules if rule.enabled]
 
     def to_dict(self):
         return {"version": self.version, "threshold": self.threshold, "groups": dict(self.caps),
                 "rules": [r.to_dict() for r in self.rules]}
 
     def score(self, lead, view=None):
-        """Score a Lead (or a :class:`LeadView`): a :class:`ScoreResult`, nothing saved."""
+        """Score a Lead (or a :class:`LeadView`): a :class:`ScoreResult`, nothing saved.
+
+        Breakdown entries may be shared between results (they are memoised per
+        rule and value): treat them as read-only.
+        """
         if view is None:
             view = lead if isinstance(lead, LeadView) else LeadView(lead)
         breakdown, hits = [], []
         group_sums = {}
         verdict, disqualified_by = None, None
         total = 0
-        for rule, matcher in self._compiled:
-            if not matcher.test(view):
+        get = view.get
+        for compiled in self._compiled:
+            # CompiledRule.fire, inlined: this loop runs rules x leads times
+            memo = compiled.memo
+            if memo is None:
+                entry = compiled._answer(view)
+            else:
+                fields = compiled.fields
+                key = get(fields[0]) if len(fields) == 1 else tuple(map(get, fields))
+                if compiled.relative:
+                    key = (key, view.reference)
+                try:
+                    entry = memo[key]
+                except KeyError:
+                    entry = compiled.remember(key, view)
+                except TypeError:
+                    entry = compiled._answer(view)
+            if entry is None:
                 continue
-            _, reasons = matcher.explain(view)
+            rule = compiled.rule
             hits.append(rule.id)
-            text = "; ".join(reasons)
             if rule.verdict:
-                entry = {"rule_id": rule.id, "rule": rule.name, "verdict": rule.verdict,
-                         "reason": f"{text}: {rule.verdict}"}
                 if disqualified_by is None:
                     verdict, disqualified_by = rule.verdict, entry
             else:
-                entry = {"rule_id": rule.id, "rule": rule.name, "points": rule.points,
-                         "reason": f"{text}: {rule.points:+d}"}
                 total += rule.points
                 if rule.group:
                     group_sums[rule.group] = group_sums.get(rule.group, 0) + rule.points
@@ -237,9 +345,7 @@ class RuleSet:
             if cap is not None and group_sums[group] > cap:
                 cut = cap - group_sums[group]
                 total += cut
-                breakdown.append({"rule_id": None, "rule": f"cap:{group}", "points": cut,
-                                  "reason": f"group {group} is capped at {cap} "
-                                            f"({group_sums[group]} earned): {cut:+d}"})
+                breakdown.append(_cap_entry(group, cap, group_sums[group], cut))
         return ScoreResult(score=total, breakdown=breakdown, threshold=self.threshold,
                            version=self.version, verdict=verdict,
                            disqualified_by=disqualified_by, hits=hits)
