@@ -68,7 +68,7 @@ log = logging.getLogger("leadflow.notify")
 
 WORKER_ID = f"{socket.gethostname()}:{os.getpid()}"
 LEASE = datetime.timedelta(minutes=10)
-MAX_ITEMS = 25
+MAX_ITEMS = 20
 CLOSED_STAGES = ("won", "lost")
 ADMIN_ROLES = ("admin", "marketing")
 SETTLED = ("sent", "skipped", "missed", "failed")
@@ -330,7 +330,8 @@ def build_rep_digest(rep, config, local_date, as_of, since=None):
                    age_from=lead.qualified_at or lead.status_changed_at)
         for lead in rows]
 
-    # 3. follow-ups due today or overdue, on the rep's leads and opportunities
+    # 3. follow-ups due today or overdue: on the rep's leads and opportunities, and those
+    #    logged for the rep (each OR branch has its index: lead_id, opportunity_id, rep_id)
     own_leads = Lead.select(Lead.id).where(Lead.owner == rep.id)
     own_opps = Opportunity.select(Opportunity.id).where(Opportunity.owner == rep.id)
     ActLead = Lead.alias("act_lead")
@@ -354,8 +355,7 @@ def build_rep_digest(rep, config, local_date, as_of, since=None):
                                            Activity.organisation)))
         .where(Activity.done_at.is_null() & (Activity.due_at <= local_date)
                & (Activity.lead.in_(own_leads) | Activity.opportunity.in_(own_opps)
-                  | ((Activity.rep == rep.id) & Activity.lead.is_null()
-                     & Activity.opportunity.is_null())))
+                  | (Activity.rep == rep.id)))
         .order_by(Activity.due_at, Activity.id)
         .limit(MAX_ITEMS)
         .objects())
@@ -587,7 +587,7 @@ def _settle(log_id, **values):
     DigestLog.update(**values).where(DigestLog.id == log_id).execute()
 
 
-def deliver(entry_id, config, now):
+def deliver(entry_id, config, now, relay=None):
     """Render and send the claimed digest ``entry_id``; record the result; an Outcome."""
     entry = DigestLog.select(DigestLog, Rep).join(Rep).where(DigestLog.id == entry_id).get()
     rep = entry.rep
@@ -604,7 +604,10 @@ def deliver(entry_id, config, now):
                      entry.local_date, rep.email)
             return outcome
         message = render.digest_message(digest, config, mid)
-        mailer.send(config, message)
+        if relay is None:
+            mailer.send(config, message)
+        else:
+            relay.send(message)
     except mailer.TemporarySendError as exc:
         outcome.error = str(exc)
         if attempts >= config.notify.max_attempts:
@@ -660,7 +663,13 @@ def run_digests(config, now=None, rep=None, force=False, dry_run=False, worker_i
     outcomes = []
     if not reps:
         return outcomes
-    earliest = min(now.date() - datetime.timedelta(days=1), now.date())
+    with mailer.Relay(config) as relay:  # one relay session for the whole tick
+        return _run(config, now, reps, rep, force, dry_run, worker_id, relay)
+
+
+def _run(config, now, reps, rep, force, dry_run, worker_id, relay):
+    outcomes = []
+    earliest = now.date() - datetime.timedelta(days=1)
     logged = (DigestLog.select(DigestLog.rep, DigestLog.kind, DigestLog.local_date)
               .where((DigestLog.local_date >= earliest) & DigestLog.kind.in_(("rep", "admin")))
               .tuples())
@@ -697,14 +706,14 @@ def run_digests(config, now=None, rep=None, force=False, dry_run=False, worker_i
                 if force:
                     outcomes.append(Outcome(person.id, person.email, kind, day, "already"))
                 continue
-            outcomes.append(deliver(entry_id, config, now))
+            outcomes.append(deliver(entry_id, config, now, relay))
 
     if not dry_run:
-        outcomes.extend(resume_pending(config, now, rep=rep, worker_id=worker_id))
+        outcomes.extend(resume_pending(config, now, rep=rep, worker_id=worker_id, relay=relay))
     return outcomes
 
 
-def resume_pending(config, now=None, rep=None, worker_id=WORKER_ID):
+def resume_pending(config, now=None, rep=None, worker_id=WORKER_ID, relay=None):
     """Send digests waiting for a retry, and those whose sender died (lease over)."""
     now = _utc(now)
     query = (DigestLog.select()
@@ -717,7 +726,7 @@ def resume_pending(config, now=None, rep=None, worker_id=WORKER_ID):
     outcomes = []
     for entry in list(query):
         if _take_over(entry, now, worker_id):
-            outcomes.append(deliver(entry.id, config, now))
+            outcomes.append(deliver(entry.id, config, now, relay))
     return outcomes
 
 

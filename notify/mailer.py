@@ -93,48 +93,96 @@ def send(config, message):
 
     ``config`` is the whole :class:`leadflow.config.Config` (or its ``notify``
     section). Recipients are the message's To/Cc/Bcc; the envelope sender is
-    its ``From`` (``notify.from`` when the message has none).
+    its ``From`` (``notify.from`` when the message has none). One connection
+    per call; to send many, use :class:`Relay`.
     """
-    notify = getattr(config, "notify", config)
-    relay = notify.relay
-    if message["From"] is None:
-        message["From"] = notify.from_
-    recipients = [a for h in ("To", "Cc", "Bcc") for a in message.get_all(h, [])]
-    label = message["Message-ID"] or "(no Message-ID)"
-    try:
-        session = _connect(relay)
-        try:
-            refused = session.send_message(message)
-        finally:
+    with Relay(config) as relay:
+        relay.send(message)
+
+
+class Relay:
+    """One relay session reused for several messages (e.g. a tick's digests).
+
+    ``with Relay(config) as relay: relay.send(message)``. After any failure the
+    session is dropped and the next message opens a new one.
+    """
+
+    def __init__(self, config):
+        self.notify = getattr(config, "notify", config)
+        self.relay = self.notify.relay
+        self._session = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def close(self):
+        session, self._session = self._session, None
+        if session is not None:
             try:
                 session.quit()
             except (smtplib.SMTPException, OSError):
                 session.close()
-    except SendError as exc:
+
+    def _drop(self):
+        session, self._session = self._session, None
+        if session is not None:
+            session.close()
+
+    def send(self, message):
+        """Send one message; raise :class:`TemporarySendError` or :class:`PermanentSendError`."""
+        if message["From"] is None:
+            message["From"] = self.notify.from_
+        recipients = [a for h in ("To", "Cc", "Bcc") for a in message.get_all(h, [])]
+        while True:
+            reused = self._session is not None
+            try:
+                if self._session is None:
+                    self._session = _connect(self.relay)
+                refused = self._session.send_message(message)
+            except smtplib.SMTPServerDisconnected as exc:
+                self._drop()
+                if reused:
+                    continue  # an idle session the relay closed: once more on a fresh one
+                raise _translate(exc, recipients, self.relay) from None
+            except Exception as exc:
+                self._drop()
+                raise _translate(exc, recipients, self.relay) from None
+            self._report(message, recipients, refused)
+            return
+
+    def _report(self, message, recipients, refused):
+        label = message["Message-ID"] or "(no Message-ID)"
+        if refused:
+            # Accepted for some recipients: a retry would send the others a second
+            # copy, so the refusals are reported and the message counts as sent.
+            log.warning("%s: relay refused %s", label,
+                        ", ".join(f"{a} ({c})" for a, (c, _) in refused.items()))
+        log.info("%s: sent to %s via %s:%s", label, ", ".join(recipients), self.relay.host,
+                 self.relay.port)
+
+
+def _translate(exc, recipients, relay):
+    """A :class:`SendError` for whatever smtplib, ssl or the socket raised."""
+    if isinstance(exc, SendError):
         exc.recipients = exc.recipients or recipients
-        raise
-    except smtplib.SMTPRecipientsRefused as exc:
+        return exc
+    if isinstance(exc, smtplib.SMTPRecipientsRefused):
         code, reason = min(exc.recipients.values())  # a 4xx wins: worth a retry
-        raise _classify(code, reason, recipients) from None
-    except smtplib.SMTPResponseException as exc:  # sender refused, DATA refused, AUTH failed
-        raise _classify(exc.smtp_code, exc.smtp_error, recipients) from None
-    except ssl.SSLCertVerificationError as exc:
-        raise PermanentSendError(recipients, f"TLS certificate of {relay.host} does not verify: "
-                                 f"{exc.verify_message}") from None
-    except ssl.SSLError as exc:  # e.g. security = "tls" against a plain port: a setup mistake
-        raise PermanentSendError(recipients, f"TLS with {relay.host}:{relay.port} failed: "
-                                 f"{exc.reason or exc}") from None
-    except smtplib.SMTPNotSupportedError as exc:
-        raise PermanentSendError(recipients, f"relay {relay.host}: {exc}") from None
-    except (smtplib.SMTPServerDisconnected, smtplib.SMTPConnectError, socket.timeout,
-            ConnectionError, OSError) as exc:
+        return _classify(code, reason, recipients)
+    if isinstance(exc, smtplib.SMTPResponseException):  # sender, DATA or AUTH refused
+        return _classify(exc.smtp_code, exc.smtp_error, recipients)
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return PermanentSendError(recipients, f"TLS certificate of {relay.host} does not verify: "
+                                  f"{exc.verify_message}")
+    if isinstance(exc, ssl.SSLError):  # e.g. security = "tls" against a plain port: a setup mistake
+        return PermanentSendError(recipients, f"TLS with {relay.host}:{relay.port} failed: "
+                                  f"{exc.reason or exc}")
+    if isinstance(exc, smtplib.SMTPNotSupportedError):
+        return PermanentSendError(recipients, f"relay {relay.host}: {exc}")
+    if isinstance(exc, OSError):  # includes SMTPServerDisconnected, timeouts, refused connections
         reason = f"relay {relay.host}:{relay.port}: {exc.__class__.__name__}: {exc}".rstrip(": ")
-        raise TemporarySendError(recipients, reason) from None
-    except smtplib.SMTPException as exc:
-        raise TemporarySendError(recipients, f"relay {relay.host}: {exc}") from None
-    if refused:
-        # Accepted for some recipients: a retry would send the others a second
-        # copy, so the refusals are reported and the message counts as sent.
-        log.warning("%s: relay refused %s", label,
-                    ", ".join(f"{a} ({c})" for a, (c, _) in refused.items()))
-    log.info("%s: sent to %s via %s:%s", label, ", ".join(recipients), relay.host, relay.port)
+        return TemporarySendError(recipients, reason)
+    raise exc

@@ -99,9 +99,15 @@ def digest_message(digest, config, message_id):
     subject, text, html = render_digest(digest, config, message_id)
     message = _message(config, digest.rep.name, digest.rep.email, subject, message_id)
     message["X-Leadflow-Digest"] = f"{digest.kind} {digest.local_date.isoformat()}"
-    message.set_content(text)
-    message.add_alternative(html, subtype="html")
+    message.set_content(text, cte=_cte(text))
+    message.add_alternative(html, subtype="html", cte="base64")  # binascii: fast for 50 kB
     return message
+
+
+def _cte(text):
+    """7bit for plain ASCII text (readable as it is), else quoted-printable."""
+    return "7bit" if text.isascii() and max(map(len, text.splitlines() or [""])) <= 998 \
+        else "quoted-printable"
 
 
 def hot_alert_message(rep, lead, item, config, message_id):

@@ -59,6 +59,7 @@ class SmtpSink:
         self.envelopes = []
         self.logins = []
         self.count = 0
+        self.connections = 0
         self.lock = threading.Lock()
         self.host = "127.0.0.1"
         self.port = None
@@ -73,6 +74,7 @@ class SmtpSink:
         return AuthResult(success=ok, handled=False)
 
     def _factory(self):
+        self.connections += 1
         kwargs = {}
         if self.users is not None:
             kwargs = dict(authenticator=self._authenticate, auth_require_tls=False)

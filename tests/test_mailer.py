@@ -121,3 +121,23 @@ def test_wrong_password_is_permanent_and_never_logged(monkeypatch, caplog):
     assert caught.value.code == 535
     assert PASSWORD not in str(caught.value)
     assert PASSWORD not in caplog.text
+
+
+def test_relay_session_is_reused_for_several_messages():
+    """A Relay sends a tick's messages over one connection."""
+    with SmtpSink() as sink:
+        with mailer.Relay(_config(sink.port)) as relay:
+            for n in range(3):
+                relay.send(_message(f"rep{n}@ourco.example"))
+    assert sink.connections == 1
+    assert [rcpts for _, rcpts in sink.envelopes] == [[f"rep{n}@ourco.example"] for n in range(3)]
+
+
+def test_relay_session_recovers_after_a_failure():
+    """After a refused message the next one still goes out (on a fresh session)."""
+    with SmtpSink(rcpt_replies={"gone@ourco.example": "550 5.1.1 no such user"}) as sink:
+        with mailer.Relay(_config(sink.port)) as relay:
+            with pytest.raises(mailer.PermanentSendError):
+                relay.send(_message("gone@ourco.example"))
+            relay.send(_message("sam@ourco.example"))
+    assert [rcpts for _, rcpts in sink.envelopes] == [["sam@ourco.example"]]
