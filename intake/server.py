@@ -162,3 +162,86 @@ class BackgroundServer:
 
     def __getattr__(self, name):
         return getattr(self.server, name)
+
+
+class ServeProcess:
+    """``leadflow serve`` as a child process on free ports: for tests and benchmarks.
+
+    ``with ServeProcess(env={...}, cwd=...) as proc:`` waits for the printed
+    ``smtp listening on HOST:PORT`` / ``http listening on HOST:PORT`` lines
+    (``proc.smtp_address``, ``proc.http_address``); on exit it sends SIGTERM
+    and waits. ``proc.kill()`` is SIGKILL.
+    """
+
+    def __init__(self, env=None, cwd=None, args=(), log_path=None, timeout=30):
+        import os
+
+        self.env = {**os.environ, **(env or {})}
+        self.cwd = cwd
+        self.args = list(args)
+        self.log_path = log_path
+        self.timeout = timeout
+        self.process = None
+        self.smtp_address = self.http_address = None
+        self.output = []
+
+    def start(self):
+        import re
+        import subprocess
+        import threading
+
+        log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", "from leadflow.cli import run; run()", "serve",
+             "--smtp-port", "0", "--http-port", "0", *self.args],
+            stdout=subprocess.PIPE, stderr=log, env=self.env, cwd=self.cwd)
+        if log is not subprocess.DEVNULL:
+            log.close()
+        ready = threading.Event()
+
+        def read():
+            for line in self.process.stdout:
+                text = line.decode("utf-8", "replace").strip()
+                self.output.append(text)
+                match = re.match(r"(smtp|http) listening on (\S+):(\d+)$", text)
+                if match:
+                    address = (match.group(2), int(match.group(3)))
+                    if match.group(1) == "smtp":
+                        self.smtp_address = address
+                    else:
+                        self.http_address = address
+                        ready.set()
+            self.process.stdout.close()
+            ready.set()
+
+        self._reader = threading.Thread(target=read, daemon=True)
+        self._reader.start()
+        if not ready.wait(self.timeout) or self.http_address is None:
+            self.kill()
+            raise RuntimeError(f"leadflow serve did not start (exit {self.process.poll()}): "
+                               f"{self.output}")
+        return self
+
+    def __enter__(self):
+        return self.start()
+
+    def terminate(self, timeout=30):
+        """SIGTERM, then wait; the exit code."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        code = self.process.wait(timeout)
+        self._reader.join(5)
+        return code
+
+    def kill(self):
+        if self.process.poll() is None:
+            self.process.kill()
+        code = self.process.wait(30)
+        self._reader.join(5)
+        return code
+
+    def __exit__(self, *exc):
+        try:
+            self.terminate()
+        except Exception:  # noqa: BLE001 - it would not stop: end it
+            self.kill()
