@@ -458,8 +458,12 @@ _CURRENCY_SIGNS = {"€": "EUR", "$": "USD", "£": "GBP", "eur": "EUR", "euro": 
                    "pounds": "GBP", "chf": "CHF", "k€": "EUR"}
 _AMOUNT = r"(?P<amount>\d{1,3}(?:[.,' ]\d{3})+(?:[.,]\d{1,2})?|\d+(?:[.,]\d+)?)\s*(?P<mult>k|m|mln|million|miljoen|millionen|millions|thousand|duizend|tausend|mille)?\b"
 _BUDGET = _Pattern(
-    r"(?:(?P<sign1>€|\$|£|eur\b|usd\b|gbp\b|chf\b)\s*%s|%s\s*(?P<sign2>€|\$|£|eur|euros?|usd|dollars?|gbp|pounds?|chf)\b)"
+    r"(?:(?P<sign1>€|\$|£|eur\b|usd\b|gbp\b|chf\b)\s*%s|%s\s*(?P<sign2>€|\$|£|(?:eur|euros?|usd|dollars?|gbp|pounds?|chf)\b))"
     % (_AMOUNT, _AMOUNT.replace("amount", "amount2").replace("mult", "mult2")), triggers=("€", "$", "£", "eur", "usd", "gbp", "chf", "dollar", "pound"))
+_BUDGET_BARE = _Pattern(
+    r"\b(?:budget|begroting|presupuesto)\w*\s*(?:(?:is|of|van|von|de|du|is about|is around|around|about|ca\.?|circa|"
+    r"ongeveer|ungefähr|environ|approx\.?|approximately|roughly|max\.?|maximum|tot|up to|:|=|-)\s*)*"
+    + _AMOUNT, triggers=("budget", "begroting", "presupuesto"))
 _BUDGET_WORD = re.compile(r"budget|begroting|budgets?|presupuesto|prix|price|spend|investering|investment|"
                           r"kosten|cost", re.I)
 _SIZE = _Pattern(
@@ -620,7 +624,17 @@ def _budget(text, lower=None):
                       "text": text[match.start():match.end()].strip()})
         if best is None or candidate[:2] < best[:2]:
             best = candidate
-    return best[2] if best else None
+    if best:
+        return best[2]
+    match = _BUDGET_BARE.search(text, lower)   # "budget of 50k": an amount without a currency
+    if match:
+        try:
+            amount = _amount(match.group("amount"), match.group("mult"))
+        except ValueError:
+            return None
+        if amount > 0:
+            return {"amount": amount, "currency": None, "text": text[match.start():match.end()].strip()}
+    return None
 
 
 def _size(text, lower=None):

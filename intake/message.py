@@ -32,6 +32,10 @@ from .normalise import domain_class, email_domain
 
 log = logging.getLogger("leadflow.intake")
 
+# Senders that relay web-form submissions ("wordpress@", "forms@"...), besides no-reply addresses.
+FORM_ROBOTS = re.compile(r"^(?:wordpress|wp|forms?|webforms?|formulier|formular|website|webmaster|"
+                         r"contact-?form|mailer|notifications?)(?:[+@]|$)", re.I)
+
 CLASSIFICATIONS = ("lead", "auto_reply", "bounce", "bulk", "automated", "empty", "unreadable")
 MAX_BODY = 20000
 
@@ -189,6 +193,7 @@ def _parse(raw, settings):
     # Who is the prospect?
     text = mail.text
     prospect_name, prospect_email, sender_source = from_name, sender, "header"
+    key_source = "body"      # where "Key: value" lines come from: a person's text or a form
     subject = outer_subject
     if sender and is_internal(sender) and result.classification == "lead":
         original = find_original(mail, outer_subject, is_internal)
@@ -227,16 +232,26 @@ def _parse(raw, settings):
         # Web-form notifications: sent by a robot, answered to the visitor.
         prospect_name, prospect_email, sender_source = reply_to_name, usable_reply_to, "header"
         result.submitted_by = sender
+        key_source = "form"
     elif sender and is_internal(sender):
         result.submitted_by = sender
         prospect_name, prospect_email = None, None
+    elif sender and (kind == "automated" or FORM_ROBOTS.match(sender.split("@", 1)[0])):
+        # A website's form notification without Reply-To: the visitor is in the "Email:" line.
+        keys = key_values(split_body(text)[0] or text)
+        labelled = normalise_email(keys.get("email")) if keys.get("email") else None
+        if labelled and labelled != sender and not is_internal(labelled) and len(keys) >= 2:
+            result.classification, result.reason = "lead", None
+            prospect_name, prospect_email, sender_source = keys.get("name"), labelled, "form"
+            result.submitted_by = sender
+            key_source = "form"
 
     result.subject = (subject or "").strip() or None
     own, signature, _quoted = split_body(text)
     result.body = own[:MAX_BODY]
 
     fields = extract_fields(own, signature, name=prospect_name, email=prospect_email, region=region,
-                            internal_domains=internal_domains, source="body", sender_source=sender_source)
+                            internal_domains=internal_domains, source=key_source, sender_source=sender_source)
     fields.pop("_message", None)
     if result.needs_review and "email" in fields and is_internal(fields["email"]["value"]):
         del fields["email"]

@@ -218,6 +218,17 @@ def test_web_form_notification_uses_reply_to():
     assert parsed.prospect.phone == "+49301234567"
 
 
+def test_web_form_notification_without_reply_to_uses_the_labelled_address():
+    """A form robot's mail (wordpress@) without Reply-To is the visitor's lead, read from its Email: line."""
+    parsed = parse("webform_wordpress.eml")
+    assert parsed.classification == "lead"
+    assert parsed.prospect.email == "lucas.fontaine@fontaine-industrie.fr"
+    assert parsed.prospect.name == "Lucas Fontaine"
+    assert parsed.submitted_by == "wordpress@ourco-partner.example"
+    assert parsed.fields["company"] == {"value": "Fontaine Industrie SAS", "source": "form", "confidence": 0.9}
+    assert parsed.signals["budget"] == {"amount": 30000, "currency": "EUR", "text": "30 000 €"}
+
+
 def test_reply_reports_thread_ids_and_drops_quoted_history():
     """A reply carries In-Reply-To and References; its body is the new text only."""
     parsed = parse("reply_in_thread.eml")
