@@ -373,7 +373,7 @@ def build_rep_digest(rep, config, local_date, as_of, since=None):
             source=act.lead_source,
             age=f"overdue {late} day{'s' if late != 1 else ''}" if late > 0 else "due today",
             detail=f"{act.kind}: {(act.text or '').strip().splitlines()[0] if act.text else ''}",
-            next_action=(act.text or act.kind).strip().splitlines()[0] if (act.text or act.kind) else "",
+            next_action="Do it, then mark it done",
             command=f"leadflow activity done {act.id}"))
 
     # 4. open opportunities and when they were last touched

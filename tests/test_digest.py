@@ -36,7 +36,7 @@ def sink(config):
         yield running
 
 
-def ticks(config, start, end, every=datetime.timedelta(minutes=10)):
+def ticks(config, start, end, every=datetime.timedelta(minutes=20)):
     """Run the digest tick from ``start`` to ``end``; every outcome."""
     outcomes, now = [], start
     while now < end:
@@ -233,7 +233,7 @@ def test_one_digest_on_the_days_clocks_change(database, config, sink, day, hour)
     rep = make_rep("Nora", timezone="America/New_York", digest_hour=hour)
     make_lead(rep, assigned_at=datetime.datetime.combine(day, datetime.time()) - D)
     start = datetime.datetime.combine(day, datetime.time(5))  # 01:00 EDT / 00:00 EST
-    outcomes = ticks(config, start, start + 24 * H, every=datetime.timedelta(minutes=15))
+    outcomes = ticks(config, start, start + 24 * H)
     assert [(o.status, o.local_date) for o in outcomes] == [("sent", day)]
     assert len(sink.messages) == 1
 
