@@ -430,6 +430,7 @@ def _create_contact(lead, plan, org):
             return Contact.create(provenance=_provenance(lead, plan.contact_values, "conversion"),
                                   **values)
     except IntegrityError:
+        _refuse_unconvertible(lead)  # a concurrent conversion of this lead won the race
         other = Contact.get_or_none(Contact.email == lead.email) if lead.email else None
         if other is not None:
             raise ConversionError(lead.id, f"contact {other.id} ({other.name or other.email}) "

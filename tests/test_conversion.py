@@ -246,3 +246,21 @@ def test_two_processes_converting_at_once_make_one_opportunity(database_url, dat
     assert Opportunity.select().count() == 3
     assert Contact.select().count() == 3 and Organisation.select().count() == 3
 
+
+
+@pytest.mark.parametrize("auto_convert, status", [(False, "qualified"), (True, "converted")])
+def test_auto_conversion_is_a_config_option(database, config, mail_fixture, auto_convert, status):
+    """With assignment.auto_convert on, the pipeline converts a qualified lead; off by default."""
+    from leadflow.intake.pipeline import process_inbound
+    from leadflow.scoring.ruleset import install_starter_rules
+    from leadflow.store.inbound import store_inbound
+
+    install_starter_rules()
+    config.assignment.auto_convert = auto_convert
+    raw = mail_fixture("worked_example_sarah.eml").read_bytes()
+    assert process_inbound(store_inbound("cli", raw).id, config) == "created"
+    lead = Lead.get()
+    assert lead.status == status
+    assert Opportunity.select().count() == int(auto_convert)
+    if auto_convert:
+        assert Opportunity.get().name == "Tech Innovators Inc. — project management software"
