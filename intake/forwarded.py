@@ -228,6 +228,25 @@ def _header_block_end(text):
     return min(offset, HEAD_CHARS)
 
 
+def _header_block(body, strict):
+    """(note, "", rest) at the first From line of ``body``, or None."""
+    first = None
+    for pattern in regexs.ORIGINAL_FROM + _EXTRA_FROM:
+        match = pattern.search(body)
+        if match and (first is None or match.start() < first.start()):
+            first = match
+    if first is None:
+        return None
+    start = body.rfind("\n", 0, first.start()) + 1
+    rest = body[start:]
+    if strict:
+        following = rest.split("\n")[1:6]
+        if "@" not in first.group(0) or \
+                sum(1 for line in following if _HEADER_LINE.match(line.lstrip("> *"))) < 2:
+            return None
+    return body[:start], "", rest
+
+
 def parse_inline(text, subject=None):
     """The forwarded original in a text body, or None when the text holds no forward.
 
@@ -247,10 +266,11 @@ def parse_inline(text, subject=None):
     found = _split(regexs.SEPARATOR, body)
     if found is None:
         found = _split(_EXTRA_SEPARATORS, body)
-    if found is None and fwd_subject:
-        parts = loop.loop_regexes_split(regexs.ORIGINAL_FROM, body, True)
-        if len(parts) > 2:
-            found = (parts[0], "", "".join(parts[1:]))
+    if found is None:
+        # No separator line: an Outlook HTML forward (its separator is a border) or a pasted header
+        # block. Accepted with a forward subject, or when a From line with an address heads a block
+        # of at least two more header lines.
+        found = _header_block(body, strict=not fwd_subject)
     if found is None:
         return None
     note, separator, email_text = found

@@ -100,21 +100,31 @@ def decode_header_value(value):
         return value
 
 
+_BLOCK = "\ue000"   # marks a block element's edge while converting HTML
+
+
 def html_to_text(html):
-    """Readable text from an HTML body: block elements become line breaks."""
+    """Readable text from an HTML body: block elements become line breaks.
+
+    Adjacent block edges make one line break (Outlook writes every line as a
+    paragraph); an empty block (``<p>&nbsp;</p>``, Gmail's ``<div><br></div>``)
+    makes a blank line.
+    """
     if not html:
         return ""
     try:
+        html = html.replace(_BLOCK, "")
         html = re.sub(r"(?is)<(script|style|head|title)\b.*?</\1\s*>", " ", html)
         html = re.sub(r"[\r\n\t ]+", " ", html)
         html = re.sub(r"(?i)<br\s*/?>", "\n", html)
-        html = re.sub(r"(?i)</(p|div|tr|li|h[1-6]|blockquote|table|ul|ol|pre|dt|dd)\s*>", "\n", html)
-        html = re.sub(r"(?i)<(p|div|tr|li|blockquote|h[1-6]|hr|table|pre|dt|dd)\b[^>]*>", "\n", html)
+        html = re.sub(r"(?i)</?(?:p|div|tr|li|h[1-6]|blockquote|table|ul|ol|pre|dt|dd|hr)\b[^>]*>", _BLOCK, html)
         tree = LexborHTMLParser(html)
         root = tree.body or tree.root
         text = root.text(separator="") if root is not None else ""
     except Exception:
         text = re.sub(r"<[^>]+>", " ", html)
+    text = re.sub(_BLOCK + "(?:[ \t\xa0]*" + _BLOCK + ")*",
+                  lambda m: "\n\n" if "\xa0" in m.group(0) else "\n", text)
     text = text.replace("\xa0", " ")
     lines = [line.strip() for line in text.split("\n")]
     text = "\n".join(lines)

@@ -120,6 +120,8 @@ FORWARDS = [
      "router@ourco.example", "Peeters IT BV"),
     ("partner_forwarder.eml", "nora@lindqvist-design.se", "Nora Lindqvist", "Request",
      "partner@reseller.example", "lindqvist-design.se"),
+    ("outlook365_html_only_en.eml", "anna@kowalski-logistics.pl", "Anna Kowalski", "Request for proposal",
+     "sales@ourco.example", "Kowalski Logistics Sp. z o.o."),
 ]
 
 

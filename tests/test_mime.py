@@ -37,7 +37,7 @@ def test_html_only_mail_is_turned_into_text():
            b"</head><body><p>Hello&nbsp;there,</p><div>we need <b>40</b> seats<br>soon</div>"
            b"<script>alert(1)</script></body></html>")
     mail = read_message(raw)
-    assert mail.text == "Hello there,\n\nwe need 40 seats\nsoon"
+    assert mail.text == "Hello there,\nwe need 40 seats\nsoon"
     assert mail.text_from_html
 
 
@@ -105,3 +105,15 @@ def test_decode_bytes_never_raises():
 def test_html_to_text_of_nothing():
     """Empty HTML is empty text."""
     assert html_to_text("") == ""
+
+
+@pytest.mark.parametrize("html, text", [
+    ("<p>a</p>\n<p>b</p>", "a\nb"),
+    ("<p class=MsoNormal>a<o:p></o:p></p>\n<p class=MsoNormal><o:p>&nbsp;</o:p></p>\n<p class=MsoNormal>b</p>",
+     "a\n\nb"),
+    ("<div>a</div><div><br></div><div>b</div>", "a\n\nb"),
+    ("<blockquote><p>quoted</p></blockquote><p>after</p>", "quoted\nafter"),
+])
+def test_html_lines_and_blank_lines(html, text):
+    """Outlook's paragraph-per-line and Gmail's div-per-line HTML give lines; empty blocks blank lines."""
+    assert html_to_text(html) == text
