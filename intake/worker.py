@@ -53,6 +53,13 @@ class Worker:
         return self._task
 
     async def run(self):
+        try:
+            released = await run_sync(release_dead_local, self.worker_id)
+            if released:
+                log.warning("worker: %d row(s) claimed by a process of this host that died are "
+                            "queued again", released)
+        except Exception as exc:  # noqa: BLE001 - the sweep's claim timeout covers it
+            log.error("worker: %s: %s", type(exc).__name__, exc)
         while not self._stopping:
             try:
                 await asyncio.wait_for(self._wake.wait(), timeout=self.config.worker.sweep_seconds)
@@ -120,6 +127,36 @@ def release(ids, worker_id):
                                attempts=InboundMessage.attempts - 1)
          .where(InboundMessage.id.in_(ids), InboundMessage.claimed_by == worker_id,
                 InboundMessage.status == "processing").execute())
+
+
+def release_dead_local(worker_id):
+    """Queue again rows claimed by a dead process of this host (``host:pid``); how many.
+
+    Rows of workers on other hosts wait for ``worker.claim_timeout_seconds``.
+    """
+    import os
+
+    host = worker_id.rsplit(":", 1)[0]
+    claimers = (InboundMessage.select(InboundMessage.claimed_by).distinct()
+                .where(InboundMessage.status == "processing",
+                       InboundMessage.claimed_by.startswith(f"{host}:")))
+    dead = []
+    for row in claimers:
+        pid = row.claimed_by.rsplit(":", 1)[1]
+        if row.claimed_by == worker_id or not pid.isdigit():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            dead.append(row.claimed_by)
+        except PermissionError:  # alive, someone else's
+            pass
+    if not dead:
+        return 0
+    with db.atomic():
+        return (InboundMessage.update(status="new", claimed_by=None, claimed_at=None)
+                .where(InboundMessage.status == "processing", InboundMessage.claimed_by.in_(dead))
+                .execute())
 
 
 def acknowledgement(inbound_id, config):
