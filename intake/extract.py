@@ -26,7 +26,7 @@ import phonenumbers
 
 from .normalise import company_domain, display_name_from_email
 from .normalise import normalise_email as _normalise_email_uncached
-from .normalise import normalise_phone, phone_country, registered_domain
+from .normalise import normalise_phone, phone_country
 
 # email-validator is thorough and therefore not cheap; the same few addresses recur in every message.
 normalise_email = functools.lru_cache(maxsize=8192)(_normalise_email_uncached)
@@ -345,7 +345,8 @@ def extract_fields(text, signature=None, *, name=None, email=None, region="NL", 
     # country
     put("country", lambda: _country(keys.get("country")), source, 0.9)
     phone = fields.get("phone", {}).get("value")
-    put("country", lambda: phone_country(phone) if phone else None, fields.get("phone", {}).get("source"), 0.6)
+    phone_source = fields.get("phone", {}).get("source")
+    put("country", lambda: phone_country(phone) if phone else None, phone_source, 0.6)
     put("country", lambda: _country_of_domain(address), "domain", 0.3)
     if keys.get("message"):
         fields["_message"] = keys["message"]
@@ -429,19 +430,25 @@ _NEXT = _Pattern(
     r"volgende? (?P<nl>week|maand|kwartaal|jaar)|"
     r"nächste[nms]? (?P<de>woche|monat|quartal|jahr)|"
     r"(?:la semaine|le mois|le trimestre|l'année) prochaine?|"
-    r"(?:el|la) (?:próximo|próxima) (?P<es>semana|mes|trimestre|año))\b", triggers=("next", "volgend", "nächst", "prochain", "próxim"))
-_FR_NEXT = re.compile(r"\b(?:la (?P<w>semaine)|le (?P<m>mois)|le (?P<q>trimestre)|l'(?P<y>année)) prochaine?\b",
-                      re.I)
-_QUARTER = _Pattern(r"\b(?:Q(?P<q>[1-4])|(?P<qw>first|second|third|fourth|1st|2nd|3rd|4th|eerste|tweede|derde|"
-                      r"vierde) (?:quarter|kwartaal))(?:\s*(?:of\s*)?[''`]?(?P<y>(?:20)?\d{2}))?\b", triggers=("q1", "q2", "q3", "q4", "quarter", "kwartaal"))
-_ASAP = _Pattern(r"\b(?:asap|as soon as possible|urgently|zo snel mogelijk|zsm|z\.s\.m\.|"
-                   r"so schnell wie möglich|schnellstmöglich|dès que possible|au plus vite|"
-                   r"lo antes posible|cuanto antes|immediately|right away|per direct|sofort)\b", triggers=("asap", "soon", "urgent", "snel", "zsm", "z.s.m", "schnell", "dès que", "plus vite", "antes posible",
-                           "cuanto antes", "immediately", "right away", "per direct", "sofort"))
-_END_OF_YEAR = _Pattern(r"\b(?:(?:before |by )?(?:the )?end of (?:the |this )?year|eind dit jaar|"
-                          r"voor het einde van het jaar|ende des jahres|bis jahresende|fin d'année|"
-                          r"d'ici la fin de l'année|finales de año|this year|dit jaar|dieses jahr|"
-                          r"cette année|este año)\b", triggers=("year", "jaar", "jahr", "année", "año"))
+    r"(?:el|la) (?:próximo|próxima) (?P<es>semana|mes|trimestre|año))\b",
+    triggers=("next", "volgend", "nächst", "prochain", "próxim"))
+_FR_NEXT = re.compile(
+    r"\b(?:la (?P<w>semaine)|le (?P<m>mois)|le (?P<q>trimestre)|l'(?P<y>année)) prochaine?\b", re.I)
+_QUARTER = _Pattern(
+    r"\b(?:Q(?P<q>[1-4])|(?P<qw>first|second|third|fourth|1st|2nd|3rd|4th|eerste|tweede|derde|vierde) "
+    r"(?:quarter|kwartaal))(?:\s*(?:of\s*)?[''`]?(?P<y>(?:20)?\d{2}))?\b",
+    triggers=("q1", "q2", "q3", "q4", "quarter", "kwartaal"))
+_ASAP = _Pattern(
+    r"\b(?:asap|as soon as possible|urgently|zo snel mogelijk|zsm|z\.s\.m\.|so schnell wie möglich|"
+    r"schnellstmöglich|dès que possible|au plus vite|lo antes posible|cuanto antes|immediately|"
+    r"right away|per direct|sofort)\b",
+    triggers=("asap", "soon", "urgent", "snel", "zsm", "z.s.m", "schnell", "dès que", "plus vite",
+              "antes posible", "cuanto antes", "immediately", "right away", "per direct", "sofort"))
+_END_OF_YEAR = _Pattern(
+    r"\b(?:(?:before |by )?(?:the )?end of (?:the |this )?year|eind dit jaar|voor het einde van het jaar|"
+    r"ende des jahres|bis jahresende|fin d'année|d'ici la fin de l'année|finales de año|this year|"
+    r"dit jaar|dieses jahr|cette année|este año)\b",
+    triggers=("year", "jaar", "jahr", "année", "año"))
 _MONTHS = {
     "january": 1, "february": 2, "march": 3, "april": 4, "may": 5, "june": 6, "july": 7, "august": 8,
     "september": 9, "october": 10, "november": 11, "december": 12,
@@ -450,20 +457,25 @@ _MONTHS = {
     "janvier": 1, "février": 2, "mars": 3, "avril": 4, "juin": 6, "juillet": 7, "août": 8,
     "septembre": 9, "octobre": 10, "novembre": 11, "décembre": 12,
 }
-_BY_MONTH = _Pattern(r"\b(?:by|in|before|until|voor|in|vóór|bis|im|avant|en|d'ici) (?P<m>%s)\b(?:\s+(?P<y>20\d\d))?"
-                       % "|".join(_MONTHS), triggers=tuple(_MONTHS))
+_BY_MONTH = _Pattern(
+    r"\b(?:by|in|before|until|voor|in|vóór|bis|im|avant|en|d'ici) (?P<m>%s)\b(?:\s+(?P<y>20\d\d))?"
+    % "|".join(_MONTHS), triggers=tuple(_MONTHS))
 
 _CURRENCY_SIGNS = {"€": "EUR", "$": "USD", "£": "GBP", "eur": "EUR", "euro": "EUR", "euros": "EUR",
                    "usd": "USD", "dollar": "USD", "dollars": "USD", "gbp": "GBP", "pound": "GBP",
                    "pounds": "GBP", "chf": "CHF", "k€": "EUR"}
-_AMOUNT = r"(?P<amount>\d{1,3}(?:[.,' ]\d{3})+(?:[.,]\d{1,2})?|\d+(?:[.,]\d+)?)\s*(?P<mult>k|m|mln|million|miljoen|millionen|millions|thousand|duizend|tausend|mille)?\b"
+_AMOUNT = (r"(?P<amount>\d{1,3}(?:[.,' ]\d{3})+(?:[.,]\d{1,2})?|\d+(?:[.,]\d+)?)\s*"
+           r"(?P<mult>k|m|mln|million|miljoen|millionen|millions|thousand|duizend|tausend|mille)?\b")
 _BUDGET = _Pattern(
-    r"(?:(?P<sign1>€|\$|£|eur\b|usd\b|gbp\b|chf\b)\s*%s|%s\s*(?P<sign2>€|\$|£|(?:eur|euros?|usd|dollars?|gbp|pounds?|chf)\b))"
-    % (_AMOUNT, _AMOUNT.replace("amount", "amount2").replace("mult", "mult2")), triggers=("€", "$", "£", "eur", "usd", "gbp", "chf", "dollar", "pound"))
+    r"(?:(?P<sign1>€|\$|£|eur\b|usd\b|gbp\b|chf\b)\s*%s|"
+    r"%s\s*(?P<sign2>€|\$|£|(?:eur|euros?|usd|dollars?|gbp|pounds?|chf)\b))"
+    % (_AMOUNT, _AMOUNT.replace("amount", "amount2").replace("mult", "mult2")),
+    triggers=("€", "$", "£", "eur", "usd", "gbp", "chf", "dollar", "pound"))
 _BUDGET_BARE = _Pattern(
-    r"\b(?:budget|begroting|presupuesto)\w*\s*(?:(?:is|of|van|von|de|du|is about|is around|around|about|ca\.?|circa|"
-    r"ongeveer|ungefähr|environ|approx\.?|approximately|roughly|max\.?|maximum|tot|up to|:|=|-)\s*)*"
-    + _AMOUNT, triggers=("budget", "begroting", "presupuesto"))
+    r"\b(?:budget|begroting|presupuesto)\w*\s*(?:(?:is|of|van|von|de|du|is about|is around|around|about|"
+    r"ca\.?|circa|ongeveer|ungefähr|environ|approx\.?|approximately|roughly|max\.?|maximum|tot|up to|"
+    r":|=|-)\s*)*" + _AMOUNT,
+    triggers=("budget", "begroting", "presupuesto"))
 _BUDGET_WORD = re.compile(r"budget|begroting|budgets?|presupuesto|prix|price|spend|investering|investment|"
                           r"kosten|cost", re.I)
 _SIZE = _Pattern(
@@ -472,24 +484,28 @@ _SIZE = _Pattern(
     r"gebruikers|medewerkers|werknemers|mensen|personen|licenties|"
     r"benutzer|nutzer|mitarbeiter(?:innen)?|lizenzen|personen|"
     r"utilisateurs|employés|salariés|personnes|licences|"
-    r"usuarios|empleados|personas|licencias)\b", triggers=("user", "seat", "licen", "employ", "staff", "people", "person", "member", "worker", "fte",
+    r"usuarios|empleados|personas|licencias)\b",
+    triggers=("user", "seat", "licen", "employ", "staff", "people", "person", "member", "worker", "fte",
               "gebruiker", "medewerker", "werknemer", "mensen", "benutzer", "nutzer", "mitarbeiter", "lizenz",
               "utilisateur", "salarié", "usuario", "empleado"))
-_TEAM = _Pattern(r"\b(?:team|teams|company|office|organisation|organization|bedrijf|firma) of (?P<n>\d{1,6})\b", triggers=(" of ",))
+_TEAM = _Pattern(
+    r"\b(?:team|teams|company|office|organisation|organization|bedrijf|firma) of (?P<n>\d{1,6})\b",
+    triggers=(" of ",))
 _SIZE_UNITS = {"user": "users", "gebruiker": "users", "benutzer": "users", "nutzer": "users",
                "utilisateur": "users", "usuario": "users", "seat": "seats", "licence": "seats",
                "license": "seats", "licentie": "seats", "lizenz": "seats", "licencia": "seats"}
 _PRODUCT = _Pattern(
     r"\b(?:interested in|interest in|looking for|in need of|need(?:s)?|require|requirements for|"
-    r"information (?:about|on)|info (?:about|on)|quote for|quotation for|a demo of|demo of|pricing (?:for|of)|"
-    r"offer for|proposal for|want to buy|would like to buy|plan to buy|evaluating|"
+    r"information (?:about|on)|info (?:about|on)|quote for|quotation for|a demo of|demo of|"
+    r"pricing (?:for|of)|offer for|proposal for|want to buy|would like to buy|plan to buy|evaluating|"
     r"interesse in|geïnteresseerd in|op zoek naar|offerte voor|informatie over|"
     r"interessiert an|interesse an|suchen|angebot für|informationen über|"
     r"intéressés? par|à la recherche d[e']|cherchons|devis pour|"
-    r"interesados? en|buscamos|presupuesto para)\s+(?P<what>[^.,;:!?\n]{3,80})", triggers=("interest", "interess", "looking for", "need", "require", "information", "info ", "quot", "demo", "pricing",
-              "offer", "proposal", "buy", "evaluating", "geïnteresseerd", "op zoek", "offerte", "informatie",
-              "suchen", "angebot", "informationen", "intéress", "recherche", "cherchons", "devis", "interesad",
-              "buscamos", "presupuesto"))
+    r"interesados? en|buscamos|presupuesto para)\s+(?P<what>[^.,;:!?\n]{3,80})",
+    triggers=("interest", "interess", "looking for", "need", "require", "information", "info ", "quot",
+              "demo", "pricing", "offer", "proposal", "buy", "evaluating", "geïnteresseerd", "op zoek",
+              "offerte", "informatie", "suchen", "angebot", "informationen", "intéress", "recherche",
+              "cherchons", "devis", "interesad", "buscamos", "presupuesto"))
 _PRODUCT_STOP = re.compile(r"\s+(?:for|to|with|because|since|and|so|as|that|which|within|in|by|before|asap|"
                            r"voor|om|met|omdat|en|binnen|für|mit|weil|und|innerhalb|pour|avec|parce|et|dans|"
                            r"para|con|porque|y|en)\b.*$", re.I)
@@ -538,7 +554,7 @@ def _timeline(text, today, lower=None):
             when = _add_months(today, 12 * count)
         found.append((match.start(), when, text[match.start():match.end()]))
     for match in _NEXT.finditer(text, lower):
-        word = (match.group("en") or match.group("nl") or match.group("de") or match.group("es") or "").lower()
+        word = next((match.group(g) for g in ("en", "nl", "de", "es") if match.group(g)), "").lower()
         french = _FR_NEXT.search(text[match.start():match.end()])
         if french:
             word = "week" if french.group("w") else "month" if french.group("m") else \
@@ -567,7 +583,8 @@ def _timeline(text, today, lower=None):
         found.append((match.start(), when, text[match.start():match.end()]))
     for match in _BY_MONTH.finditer(text, lower):
         month = _MONTHS[match.group("m").lower()]
-        if match.group("m").lower() == "may" and not text[match.start():match.end()].lower().startswith(("by", "before", "until")):
+        phrase = text[match.start():match.end()].lower()
+        if match.group("m").lower() == "may" and not phrase.startswith(("by", "before", "until")):
             continue  # "in may" is too often the verb
         year = int(match.group("y")) if match.group("y") else today.year
         when = date(year, month, calendar.monthrange(year, month)[1])

@@ -215,7 +215,8 @@ def _parse(raw, settings):
                 who = original.address or original.name
                 result.review_reason = (f"forwarded by {sender}, but the original sender {who} is internal"
                                         if original.address else
-                                        f"forwarded by {sender}, but the original sender ({who}) has no address")
+                                        f"forwarded by {sender}, but the original sender ({who}) "
+                                        "has no address")
         else:
             keys = key_values(split_body(text)[0] or text)
             labelled = normalise_email(keys.get("email")) if keys.get("email") else None
@@ -225,7 +226,8 @@ def _parse(raw, settings):
             else:
                 prospect_name, prospect_email = None, None
                 result.needs_review = True
-                result.review_reason = f"sent by internal address {sender}, but no forwarded original was found"
+                result.review_reason = (f"sent by internal address {sender}, "
+                                        "but no forwarded original was found")
             subject = strip_forward_prefix(outer_subject)
     elif usable_reply_to and (not sender or is_internal(sender) or
                               classify_mod.NO_REPLY_SENDERS.match(sender.split("@", 1)[0])):

@@ -117,7 +117,8 @@ def html_to_text(html):
         html = re.sub(r"(?is)<(script|style|head|title)\b.*?</\1\s*>", " ", html)
         html = re.sub(r"[\r\n\t ]+", " ", html)
         html = re.sub(r"(?i)<br\s*/?>", "\n", html)
-        html = re.sub(r"(?i)</?(?:p|div|tr|li|h[1-6]|blockquote|table|ul|ol|pre|dt|dd|hr)\b[^>]*>", _BLOCK, html)
+        html = re.sub(r"(?i)</?(?:p|div|tr|li|h[1-6]|blockquote|table|ul|ol|pre|dt|dd|hr)\b[^>]*>",
+                      _BLOCK, html)
         tree = LexborHTMLParser(html)
         root = tree.body or tree.root
         text = root.text(separator="") if root is not None else ""
@@ -226,11 +227,12 @@ def extract_ids(value):
     return found
 
 
-_DATE_FORMATS = ("%b %d %Y %I:%M %p", "%B %d %Y %I:%M:%S %p", "%b %d %Y %H:%M", "%B %d %Y %H:%M:%S",
-                 "%d %B %Y %H:%M", "%d %b %Y %H:%M:%S", "%B %d %Y %H:%M", "%B %d %Y %I:%M %p", "%d %b %Y %H:%M", "%B %d, %Y %H:%M", "%b %d, %Y %H:%M",
-                 "%d/%m/%Y %H:%M", "%Y-%m-%d %H:%M", "%d.%m.%Y %H:%M", "%d-%m-%Y %H:%M",
-                 "%A, %B %d, %Y %I:%M %p", "%A, %B %d, %Y %H:%M", "%B %d, %Y %I:%M %p",
-                 "%b %d, %Y %I:%M %p", "%A, %d %B %Y %H:%M", "%d %B %Y %H:%M:%S")
+_DATE_FORMATS = (
+    "%b %d %Y %I:%M %p", "%B %d %Y %I:%M:%S %p", "%b %d %Y %H:%M", "%B %d %Y %H:%M:%S", "%d %B %Y %H:%M",
+    "%d %b %Y %H:%M:%S", "%B %d %Y %H:%M", "%B %d %Y %I:%M %p", "%d %b %Y %H:%M", "%B %d, %Y %H:%M",
+    "%b %d, %Y %H:%M", "%d/%m/%Y %H:%M", "%Y-%m-%d %H:%M", "%d.%m.%Y %H:%M", "%d-%m-%Y %H:%M",
+    "%A, %B %d, %Y %I:%M %p", "%A, %B %d, %Y %H:%M", "%B %d, %Y %I:%M %p", "%b %d, %Y %I:%M %p",
+    "%A, %d %B %Y %H:%M", "%d %B %Y %H:%M:%S")
 
 
 _LOCAL_MONTHS = {
@@ -504,7 +506,3 @@ def message_from_object(msg):
         return _read(msg)
     except Exception:
         return MailMessage()
-
-
-def now_utc():
-    return datetime.now(timezone.utc).replace(tzinfo=None)
