@@ -21,10 +21,12 @@ reads it. Attachments are listed by name, type and size; attached messages
 (``message/rfc822``) are kept as parsed messages for the forward reader.
 """
 
+import base64
 import email
 import email.header
 import email.parser
 import email.utils
+import quopri
 import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -389,6 +391,28 @@ def _message_bytes(msg):
             return b""
 
 
+def _encoded_message(part, inner):
+    """The attached message of a message/rfc822 part sent base64 or quoted-printable encoded.
+
+    RFC 2046 forbids it and the stdlib parser ignores the encoding, but some clients do it:
+    the "message" then has no headers and the encoded text as body.
+    """
+    try:
+        encoding = str(part.get("content-transfer-encoding", "")).strip().lower()
+        if encoding not in ("base64", "quoted-printable") or inner.keys():
+            return inner
+        text = inner.get_payload()
+        if not isinstance(text, str):
+            return inner
+        if encoding == "base64":
+            data = base64.b64decode(re.sub(r"\s+", "", text), validate=False)
+        else:
+            data = quopri.decodestring(text.encode("ascii", "replace"))
+        return email.message_from_bytes(data, policy=RAW_HEADERS)
+    except Exception:
+        return inner
+
+
 def _read(msg, depth=0):
     """Build a MailMessage from a parsed email.message.Message; nothing here may raise."""
     result = MailMessage()
@@ -416,6 +440,7 @@ def _read(msg, depth=0):
             inner = payload[0] if isinstance(payload, list) and payload else None
             if inner is not None and hasattr(inner, "get_payload") and depth < 5:
                 if ctype == "message/rfc822" or ctype == "message/global":
+                    inner = _encoded_message(part, inner)
                     size = len(_message_bytes(inner))
                     result.attachments.append(Attachment(_filename(part) or None, ctype, size))
                     result.attached_messages.append(_read(inner, depth + 1))
@@ -437,6 +462,13 @@ def _read(msg, depth=0):
         if disposition == "attachment" or (filename and disposition != "inline") or not is_text:
             if ctype not in ("message/delivery-status", "text/rfc822-headers") or filename:
                 result.attachments.append(Attachment(filename, ctype, len(data)))
+            if filename and filename.lower().endswith(".eml") and data and depth < 5:
+                # A forwarded message saved as a file (application/octet-stream, name.eml).
+                try:
+                    inner = email.message_from_bytes(data, policy=RAW_HEADERS)
+                    result.attached_messages.append(_read(inner, depth + 1))
+                except Exception:
+                    pass
             continue
         text = decode_bytes(data, _charset(part))
         if ctype == "text/html":

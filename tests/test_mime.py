@@ -1,5 +1,7 @@
 """read_message reads what real mail does without raising: odd headers, charsets, structure."""
 
+import base64
+
 import pytest
 
 from leadflow.intake.mime import decode_bytes, html_to_text, parse_date, read_message
@@ -117,3 +119,22 @@ def test_html_to_text_of_nothing():
 def test_html_lines_and_blank_lines(html, text):
     """Outlook's paragraph-per-line and Gmail's div-per-line HTML give lines; empty blocks blank lines."""
     assert html_to_text(html) == text
+
+
+INNER = b"From: Dee <dee@client.example>\nSubject: Q\n\nCan you help?\n"
+
+
+@pytest.mark.parametrize("part", [
+    b"Content-Type: message/rfc822\n\n" + INNER,
+    b"Content-Type: message/rfc822\nContent-Transfer-Encoding: base64\n\n" + base64.encodebytes(INNER),
+    b"Content-Type: application/octet-stream; name=\"q.eml\"\nContent-Disposition: attachment; filename=\"q.eml\"\n"
+    b"Content-Transfer-Encoding: base64\n\n" + base64.encodebytes(INNER),
+], ids=["rfc822", "rfc822-base64", "eml-file"])
+def test_attached_messages_are_read(part):
+    """A forwarded message attached as message/rfc822 (even encoded) or as an .eml file is read."""
+    raw = (b"From: a@ourco.example\nContent-Type: multipart/mixed; boundary=x\n\n--x\nContent-Type: text/plain\n\n"
+           b"see attached\n--x\n" + part + b"\n--x--\n")
+    mail = read_message(raw)
+    assert [(m.first_address("from"), m.header("subject"), m.text.strip()) for m in mail.attached_messages] == [
+        (("Dee", "dee@client.example"), "Q", "Can you help?")]
+    assert mail.text.strip() == "see attached"
