@@ -38,6 +38,7 @@ MAX_DEPTH = 30          # multipart nesting we follow
 MAX_PARTS = 500         # leaf parts we look at
 MAX_TEXT = 512 * 1024   # characters of body text we keep
 MAX_BOUNDARIES = 200    # multipart boundaries we let the stdlib parser follow
+MAX_HEADER = 8000       # characters of one header value we read
 
 # Charsets that mail clients misspell or that Python does not know by that name.
 _CHARSET_ALIASES = {
@@ -373,6 +374,8 @@ def _read_headers(msg):
         items = msg.raw_items() if hasattr(msg, "raw_items") else msg.items()
         for name, value in items:
             try:
+                if isinstance(value, str) and len(value) > MAX_HEADER:
+                    value = value[:MAX_HEADER]
                 headers.append((str(name).strip().lower(), decode_header_value(value)))
             except Exception:
                 continue
