@@ -22,7 +22,7 @@ outside our own domains.
 """
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from emailforwardparser import forward_parser as fp
 from emailforwardparser import loop, regexs, utils
@@ -67,8 +67,6 @@ class ForwardedOriginal:
     date_text: str | None = None
     body: str = ""
     note: str | None = None          # the forwarder's words above the forward
-    to: list = field(default_factory=list)
-    cc: list = field(default_factory=list)
     via: str = "inline"              # inline | attachment
     depth: int = 1
     message_id: str | None = None
@@ -228,6 +226,19 @@ def _header_block_end(text):
     return min(offset, HEAD_CHARS)
 
 
+def _original_metadata(text, body):
+    """The package's ``parse_original_email`` without To and Cc, which we do not use and which cost
+    the most (their lax fallbacks rewrite the text several times)."""
+    text = regexs.BYTE_ORDER_MARK.sub("", text)
+    text = _dequote(text)
+    return fp.OriginalMetadata(
+        body=fp.parse_original_body(text),
+        from_=fp.parse_original_from(text, body),
+        subject=fp.parse_original_subject(text),
+        date=fp.parse_original_date(text, body),
+    )
+
+
 def _header_block(body, strict):
     """(note, "", rest) at the first From line of ``body``, or None."""
     first = None
@@ -281,7 +292,7 @@ def parse_inline(text, subject=None):
     # the whole quoted history (the full body is taken below).
     head = email_text[:_header_block_end(email_text) + 300]
     try:
-        meta = fp.parse_original_email(head, note[-600:] + separator + head)
+        meta = _original_metadata(head, note[-600:] + separator + head)
     except Exception:
         meta = fp.OriginalMetadata()
     name, address = meta.from_.name or None, meta.from_.address or None
@@ -322,7 +333,7 @@ def parse_inline(text, subject=None):
         name=name, address=address, subject=original_subject,
         date_text=meta.date or None, body=body_text,
         note=note.strip() or None,
-        to=[(b.name, b.address) for b in meta.to], cc=[(b.name, b.address) for b in meta.cc])
+    )
 
 
 def _from_attachment(outer, inner):
@@ -332,7 +343,7 @@ def _from_attachment(outer, inner):
     return ForwardedOriginal(
         name=name or None, address=address, subject=inner.header("subject"),
         date_text=inner.header("date"), body=inner.text, note=outer.text.strip() or None,
-        to=inner.addresses("to"), cc=inner.addresses("cc"), via="attachment",
+        via="attachment",
         message_id=inner.message_id())
 
 
