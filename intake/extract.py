@@ -263,17 +263,27 @@ def parse_signature(signature, region="NL"):
     return result
 
 
+_PHONE_CANDIDATE = re.compile(r"(?<![\w+])(?:\+|00)?\(?\d[\d \t().\-/]{5,20}\d(?![\w@])")
+
+
 def first_phone(text, region="NL"):
-    """The first valid phone number in ``text``, in E.164, or None."""
+    """The first valid phone number in ``text``, in E.164, or None.
+
+    Digit runs that look like a phone number are checked with phonenumbers; its own
+    PhoneNumberMatcher finds the same numbers in mail text but costs several times more.
+    """
     if not text:
         return None
-    try:
-        for match in phonenumbers.PhoneNumberMatcher(text[:20000], region or "NL"):
-            number = phonenumbers.format_number(match.number, phonenumbers.PhoneNumberFormat.E164)
-            if phonenumbers.is_valid_number(match.number):
-                return number
-    except Exception:
-        return None
+    for match in _PHONE_CANDIDATE.finditer(text[:20000]):
+        candidate = match.group(0).strip()
+        if re.fullmatch(r"\d{1,4}[./-]\d{1,2}[./-]\d{2,4}|\d{4}-\d{2}-\d{2}", candidate):
+            continue   # a date
+        try:
+            number = phonenumbers.parse(candidate, region or "NL")
+        except phonenumbers.NumberParseException:
+            continue
+        if phonenumbers.is_valid_number(number):
+            return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
     return None
 
 
