@@ -172,6 +172,10 @@ class Lead(BaseModel):
     created_at = DateTimeField(default=utcnow, index=True)
     updated_at = DateTimeField(default=utcnow)
 
+    class Meta:
+        # a rep's leads by status: digests, `leads list --owner --status`
+        indexes = ((("owner", "status"), False),)
+
     @property
     def qualified(self):
         return self.status in ("qualified", "converted")

@@ -1,4 +1,4 @@
-# Generated from a schema diff on 2026-11-27 22:07.
+# Generated from a schema diff on 2026-11-27 22:38.
 from peewee import *
 
 
@@ -101,6 +101,7 @@ def up(migrator, db):
         class Meta:
             database = db
             table_name = 'lead'
+            indexes = ((('owner', 'status'), False),)
     db.create_tables([Lead])
 
     class Opportunity(Model):
