@@ -194,6 +194,7 @@ def _parse(raw, settings):
     text = mail.text
     prospect_name, prospect_email, sender_source = from_name, sender, "header"
     key_source = "body"      # where "Key: value" lines come from: a person's text or a form
+    colleague_wrote = False  # the text is a colleague's: their signature is not the prospect's
     subject = outer_subject
     if sender and is_internal(sender) and result.classification == "lead":
         original = find_original(mail, outer_subject, is_internal)
@@ -210,6 +211,7 @@ def _parse(raw, settings):
             if when:
                 result.date = when
             if not original.address or is_internal(original.address):
+                colleague_wrote = bool(original.address)
                 prospect_email = None
                 result.needs_review = True
                 who = original.address or original.name
@@ -225,6 +227,7 @@ def _parse(raw, settings):
                 prospect_name, prospect_email, sender_source = keys.get("name"), labelled, "body"
             else:
                 prospect_name, prospect_email = None, None
+                colleague_wrote = True
                 result.needs_review = True
                 result.review_reason = (f"sent by internal address {sender}, "
                                         "but no forwarded original was found")
@@ -238,6 +241,7 @@ def _parse(raw, settings):
     elif sender and is_internal(sender):
         result.submitted_by = sender
         prospect_name, prospect_email = None, None
+        colleague_wrote = True
     elif sender and (kind == "automated" or FORM_ROBOTS.match(sender.split("@", 1)[0])):
         # A website's form notification without Reply-To: the visitor is in the "Email:" line.
         keys = key_values(split_body(text)[0] or text)
@@ -252,7 +256,7 @@ def _parse(raw, settings):
     own, signature, _quoted = split_body(text)
     result.body = own[:MAX_BODY]
 
-    fields = extract_fields(own, signature, name=prospect_name, email=prospect_email, region=region,
+    fields = extract_fields(own, None if colleague_wrote else signature, name=prospect_name, email=prospect_email, region=region,
                             internal_domains=internal_domains, source=key_source, sender_source=sender_source)
     fields.pop("_message", None)
     if result.needs_review and "email" in fields and is_internal(fields["email"]["value"]):

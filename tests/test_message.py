@@ -200,6 +200,14 @@ def test_internal_sender_without_original_goes_to_review_not_to_the_forwarder():
     assert parsed.forwarded is False
 
 
+def test_colleague_signature_is_never_the_prospect():
+    """Without an original, the colleague's signature (name, title, company, phone) is not read."""
+    parsed = parse("internal_signed_no_original.eml")
+    assert parsed.needs_review
+    assert parsed.prospect == Prospect()
+    assert parsed.submitted_by == "p.bakker@ourco.example"
+
+
 def test_internal_sender_with_typed_contact_details():
     """Contact lines a colleague typed ("Email: ...") name the prospect; the colleague is submitted_by."""
     parsed = parse("internal_contact_lines.eml")
