@@ -19,10 +19,12 @@ from leadflow.intake import forms as forms_module
               help="HTTP port (default http.port, 8080); 0 picks a free one and prints it.")
 @click.option("--grace", type=click.FloatRange(0), default=10.0, show_default=True,
               help="Seconds to let sessions in flight finish on SIGTERM/SIGINT.")
+@click.option("--no-worker", is_flag=True,
+              help="Receive only: store inquiries, let other instances process them.")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]),
               default="info", show_default=True, help="What the server logs to stderr.")
 @pass_app
-def serve(app, smtp_port, http_port, grace, log_level):
+def serve(app, smtp_port, http_port, grace, no_worker, log_level):
     """Receive inquiries by SMTP and web form and process them, until SIGTERM/SIGINT."""
     from leadflow.intake.server import prepare_database, serve as run_server
     from leadflow.store.database import shutdown_executor
@@ -33,7 +35,7 @@ def serve(app, smtp_port, http_port, grace, log_level):
     database = app.open_db(migrate_check=False)
     try:
         prepare_database(database)
-        run_server(app.config, smtp_port, http_port, grace=grace)
+        run_server(app.config, smtp_port, http_port, grace=grace, worker=not no_worker)
     except (LeadflowError, OSError) as exc:
         raise click.ClickException(str(exc)) from None
     finally:

@@ -65,7 +65,7 @@ def _scheduler(config):
 class Server:
     """Everything ``leadflow serve`` runs; ``await start()``, ``await stop()``."""
 
-    def __init__(self, config, smtp_port=None, http_port=None, scheduler=True):
+    def __init__(self, config, smtp_port=None, http_port=None, scheduler=True, worker=True):
         self.config = config
         self.smtp_port = config.smtp.port if smtp_port is None else smtp_port
         self.http_port = config.http.port if http_port is None else http_port
@@ -76,6 +76,7 @@ class Server:
         self.runner = None
         self.scheduler = None
         self.use_scheduler = scheduler
+        self.use_worker = worker
         self.smtp_address = self.http_address = None
 
     async def start(self, grace=10.0):
@@ -86,8 +87,9 @@ class Server:
         site = web.TCPSite(self.runner, self.config.http.host, self.http_port)
         await site.start()
         self.http_address = self.runner.addresses[0][:2]
-        self.worker.start()
-        self.worker.notify()  # a backlog from before the start
+        if self.use_worker:
+            self.worker.start()
+            self.worker.notify()  # a backlog from before the start
         if self.use_scheduler:
             self.scheduler = _scheduler(self.config)
             if self.scheduler is not None:
@@ -104,7 +106,7 @@ class Server:
         await self.worker.stop(grace)
 
 
-def serve(config, smtp_port=None, http_port=None, grace=10.0, out=None):
+def serve(config, smtp_port=None, http_port=None, grace=10.0, out=None, worker=True):
     """Run until SIGTERM/SIGINT (blocking); print the listening addresses to ``out``."""
     out = out or sys.stdout
 
@@ -113,7 +115,7 @@ def serve(config, smtp_port=None, http_port=None, grace=10.0, out=None):
         stopping = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stopping.set)
-        server = Server(config, smtp_port, http_port)
+        server = Server(config, smtp_port, http_port, worker=worker)
         await server.start()
         host, port = server.smtp_address
         print(f"smtp listening on {host}:{port}", file=out, flush=True)

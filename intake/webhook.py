@@ -49,8 +49,9 @@ import jinja2
 from aiohttp import web
 
 from leadflow.intake import forms as forms_module
-from leadflow.store.database import run_sync, utcnow
-from leadflow.store.inbound import store_inbound
+from leadflow.intake.smtp import CommitBatcher
+from leadflow.store.database import db, run_sync, utcnow
+from leadflow.store.inbound import Inquiry, StoreResult, store_many
 
 log = logging.getLogger("leadflow.intake")
 
@@ -280,6 +281,7 @@ class WebhookApp:
         self.config = config
         self.metrics = metrics or Metrics()
         self.on_stored = on_stored
+        self.batcher = CommitBatcher(store=store_submissions, on_stored=on_stored)
         self.forms = forms_module.FormCache(config, ttl=form_cache_ttl)
         self.limiter = RateLimiter(config.http.rate_limit_per_minute)
 
@@ -406,24 +408,25 @@ class WebhookApp:
             dedup = f"form:{name}:sha256:{hashlib.sha256(canonical).hexdigest()}"
         raw = forms_module.stored_document(form, request.content_type, payload,
                                            {k: v for k, v in request.query.items() if k != "key"})
+        inquiry = Inquiry("form", raw, dedup_key=dedup, content_type="application/json", form=name,
+                          peer=client, origin=origin)
         try:
-            result = await run_sync(_store_once, raw, dedup, name, client, origin)
+            result = await self.batcher.submit(inquiry)
         except Exception as exc:  # noqa: BLE001 - never a 2xx (nor the error text) for a failed store
             log.error("form %s: could not store a post from %s: %s", name, client,
                       type(exc).__name__)
             response = self.refuse(503, "storage", "the submission could not be stored; try again")
             response.headers.update(cors)
             return response
-        inbound_id, duplicate = result
-        if duplicate:
+        if result.duplicate:
+            inbound_id = result.duplicate_of
             self.metrics.duplicates["form"] += 1
             log.info("inbound #%s: form %s: repeated post, answered again", inbound_id, name)
         else:
+            inbound_id = result.id
             self.metrics.stored["form"] += 1
             log.info("inbound #%s: form %s: stored%s", inbound_id, name,
                      " (honeypot filled)" if submission.honeypot else "")
-            if self.on_stored:
-                self.on_stored(inbound_id)
         return self._answer(request, form, submission, inbound_id, cors)
 
     def _answer(self, request, form, submission, inbound_id, cors):
@@ -461,16 +464,21 @@ class WebhookApp:
                             headers={"X-Content-Type-Options": "nosniff"})
 
 
-def _store_once(raw, dedup, form_name, client, origin):
-    """Store a submission unless its dedup key is taken: (id to answer with, was it a repeat)."""
+def store_submissions(inquiries):
+    """Store form posts in one transaction, each unless its dedup key is taken already.
+
+    A post whose key is stored answers as the first (``StoreResult(first,
+    duplicate=True)``) and adds no row: a retried post is stored once.
+    """
     from leadflow.store.models import InboundMessage
 
-    first = (InboundMessage.select(InboundMessage.id).where(InboundMessage.dedup_key == dedup)
-             .first())
-    if first is not None:
-        return first.id, True
-    result = store_inbound("form", raw, dedup_key=dedup, content_type="application/json",
-                           form=form_name, peer=client, origin=origin)
-    if result.duplicate:  # a concurrent repeat won the key
-        return result.duplicate_of, True
-    return result.id, False
+    results = []
+    with db.atomic():
+        for inquiry in inquiries:
+            first = (InboundMessage.select(InboundMessage.id)
+                     .where(InboundMessage.dedup_key == inquiry.dedup_key).first())
+            if first is not None:
+                results.append(StoreResult(first.id, True, first.id))
+            else:
+                results.append(store_many([inquiry])[0])
+    return results
