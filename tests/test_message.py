@@ -279,3 +279,34 @@ def test_broken_mail_is_still_read(name, email, subject, text):
     assert parsed.prospect.email == email
     assert parsed.subject == subject
     assert parsed.body.startswith(text)
+
+
+def test_worked_example_through_the_pipeline(database, config):
+    """Stored and processed, Sarah's forwarded inquiry is a lead for Sarah at Tech Innovators Inc."""
+    from leadflow.intake.pipeline import process_inbound
+    from leadflow.store.inbound import store_inbound
+    from leadflow.store.models import Lead
+
+    config.intake.internal_domains = ["ourco.example"]
+    stored = store_inbound("email", (MAIL / "worked_example_sarah.eml").read_bytes())
+    assert process_inbound(stored.id, config) == "created"
+    lead = Lead.get()
+    assert (lead.email, lead.name, lead.title, lead.submitted_by) == (
+        "sarah.mitchell@techinnovators.com", "Sarah Mitchell", "IT Manager", "marketing@ourco.example")
+    assert (lead.organisation.name, lead.organisation.domain) == ("Tech Innovators Inc.", "techinnovators.com")
+    assert lead.signals["timeline"]["date"] == "2027-02-26"
+
+
+@pytest.mark.parametrize("name", ["ooo_auto_submitted_en.eml", "bounce_dsn.eml", "mailing_list.eml",
+                                  "noreply_sender.eml"])
+def test_not_a_lead_through_the_pipeline(database, config, name):
+    """Auto-replies, bounces, bulk and no-reply mail end as ignored, with no lead."""
+    from leadflow.intake.pipeline import process_inbound
+    from leadflow.store.inbound import store_inbound
+    from leadflow.store.models import InboundMessage, Lead
+
+    stored = store_inbound("email", (MAIL / name).read_bytes())
+    process_inbound(stored.id, config)
+    row = InboundMessage.get_by_id(stored.id)
+    assert row.status == "ignored" and row.reason
+    assert Lead.select().count() == 0
