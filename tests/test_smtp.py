@@ -238,3 +238,78 @@ async def _until_idle(server, timeout=20):
             return
         await asyncio.sleep(0.05)
     raise AssertionError("the queue did not drain")
+
+
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory):
+    """A self-signed certificate for 127.0.0.1 (made with the openssl command)."""
+    import shutil
+    import subprocess
+
+    if shutil.which("openssl") is None:
+        pytest.skip("the openssl command is not installed")
+    folder = tmp_path_factory.mktemp("tls")
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                    "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1", "-subj",
+                    "/CN=leadflow.localhost", "-addext", "subjectAltName=IP:127.0.0.1",
+                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+    return str(cert), str(key)
+
+
+def tls_client(server, cert):
+    import ssl
+
+    client = connect(server)
+    client.starttls(context=ssl.create_default_context(cafile=cert))
+    return client
+
+
+def test_starttls_required_before_mail(serve, certificate):
+    """With smtp.require_tls, MAIL before STARTTLS gets 530; after STARTTLS the message is stored."""
+    cert, key = certificate
+    server = serve(tls_cert=cert, tls_key=key, require_tls=True)
+    with connect(server) as client:
+        assert b"STARTTLS" in client.ehlo()[1]
+        assert client.mail("a@b.example")[0] == 530
+    with tls_client(server, cert) as client:
+        assert client.sendmail("a@b.example", ["x@leadflow.localhost"], mail(20)) == {}
+    assert InboundMessage.select().count() == 1
+
+
+@pytest.mark.parametrize("password, ok", [("s3cret", True), ("wrong", False)])
+def test_auth_after_starttls(serve, certificate, tmp_path, password, ok):
+    """AUTH (from smtp.auth_users_file) works after STARTTLS; with require_auth, no login, no mail."""
+    cert, key = certificate
+    users = tmp_path / "users"
+    users.write_text("# partners\npartner:s3cret\n")
+    server = serve(tls_cert=cert, tls_key=key, auth_users_file=str(users), require_auth=True)
+    with connect(server) as client:
+        assert b"AUTH" not in client.ehlo()[1]  # never offered in the clear
+    with tls_client(server, cert) as client:
+        if ok:
+            client.login("partner", password)
+            assert client.sendmail("a@b.example", ["x@leadflow.localhost"], mail(21)) == {}
+        else:
+            with pytest.raises(smtplib.SMTPAuthenticationError):
+                client.login("partner", password)
+            assert client.mail("a@b.example")[0] == 530
+    assert InboundMessage.select().count() == (1 if ok else 0)
+
+
+@pytest.mark.parametrize("changes, key", [
+    ({"require_tls": True}, "smtp.require_tls"),
+    ({"require_auth": True}, "smtp.require_auth"),
+    ({"tls_cert": "/nonexistent/cert.pem"}, "smtp.tls_cert"),
+    ({"auth_users_file": "/nonexistent/users"}, "smtp.auth_users_file"),
+])
+def test_tls_and_auth_settings_checked(config, changes, key):
+    """Inconsistent TLS/AUTH settings stop the server with an error naming the key."""
+    from leadflow.errors import ConfigError
+    from leadflow.intake.smtp import SmtpServer
+
+    for name, value in changes.items():
+        setattr(config.smtp, name, value)
+    with pytest.raises(ConfigError) as error:
+        SmtpServer(config)
+    assert error.value.key == key
