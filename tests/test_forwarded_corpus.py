@@ -5,6 +5,7 @@ The corpus (../shared/corpora/forwarded, 206 cases from email-forward-parser's s
 of the repository; the module skips where it is absent.
 """
 
+import html
 import json
 from email.message import EmailMessage
 from pathlib import Path
@@ -24,7 +25,7 @@ if not (CORPUS / "cases.json").exists():
 CASES = json.loads((CORPUS / "cases.json").read_text(encoding="utf-8"))
 
 
-def wrap(case):
+def wrap(case, as_html=False):
     """The case's body (and subject) as a message from an internal forwarder, as bytes."""
     body = (CORPUS / "fixtures" / case["body"]).read_text(encoding="utf-8")
     message = EmailMessage()
@@ -35,7 +36,11 @@ def wrap(case):
     if case["subject"]:
         subject = (CORPUS / "fixtures" / case["subject"]).read_text(encoding="utf-8").strip()
         message["Subject"] = subject
-    message.set_content(body)
+    if as_html:   # HTML-only, one line a <br>, as web mail writes it
+        lines = html.escape(body).replace("\r\n", "\n").replace("\n", "<br>\n")
+        message.set_content(f"<div>{lines}</div>", subtype="html")
+    else:
+        message.set_content(body)
     return message.as_bytes()
 
 
@@ -55,15 +60,19 @@ def expected(case):
     return (True, sender.get("address"), sender.get("name"), want["email"].get("subject"))
 
 
-def test_forwarded_corpus_score():
-    """At least 200 of the 206 cases match forwarded, sender address, sender name and subject."""
+@pytest.mark.parametrize("as_html", [False, True], ids=["plain", "html"])
+def test_forwarded_corpus_score(as_html):
+    """At least 200 of the 206 cases match forwarded, sender address, sender name and subject.
+
+    Once as the text/plain the clients wrote, once as HTML-only mail of the same lines.
+    """
     misses = []
     for case in CASES:
-        got, want = outcome(parse_message(wrap(case), SETTINGS)), expected(case)
+        got, want = outcome(parse_message(wrap(case, as_html), SETTINGS)), expected(case)
         if got != want:
             misses.append(f"{case['body']}: got {got}, want {want}")
     score = len(CASES) - len(misses)
-    print(f"\nforwarded corpus: {score}/{len(CASES)} match")
+    print(f"\nforwarded corpus ({'html' if as_html else 'plain'}): {score}/{len(CASES)} match")
     for miss in misses:
         print("  miss:", miss)
     assert len(CASES) == 206
