@@ -330,9 +330,10 @@ def build_rep_digest(rep, config, local_date, as_of, since=None):
                    age_from=lead.qualified_at or lead.status_changed_at)
         for lead in rows]
 
-    # 3. follow-ups due today or overdue: on the rep's leads and opportunities, and those
+    # 3. follow-ups due today or overdue: on the rep's open leads and opportunities, and those
     #    logged for the rep (each OR branch has its index: lead_id, opportunity_id, rep_id)
-    own_leads = Lead.select(Lead.id).where(Lead.owner == rep.id)
+    own_leads = Lead.select(Lead.id).where((Lead.owner == rep.id)
+                                           & Lead.status.in_(("new", "working", "qualified")))
     own_opps = Opportunity.select(Opportunity.id).where(Opportunity.owner == rep.id)
     ActLead = Lead.alias("act_lead")
     ActOpp = Opportunity.alias("act_opp")
