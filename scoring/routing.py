@@ -32,13 +32,13 @@ only for leads without an owner, so it is idempotent.
 import datetime
 import logging
 
-from peewee import IntegrityError
+from peewee import JOIN, IntegrityError
 
 from leadflow.errors import LeadflowError, NotFoundError
 from leadflow.scoring.conditions import (
     ConditionError,
     LeadView,
-    evaluate,
+    Matcher,
     format_condition,
     normalise_conditions,
 )
@@ -158,13 +158,19 @@ def _claim(rep, now):
     return query.execute() == 1
 
 
+def _open_counts(reps):
+    """Open leads of the reps that have a capacity (the others need no count)."""
+    limited = [r.id for r in reps if r.capacity is not None]
+    return open_lead_counts(limited) if limited else {}
+
+
 def pick_from_team(team, now=None, today=None):
     """The next available rep of ``team`` by round-robin; ``(rep or None, skipped)``."""
     now = now or utcnow()
     today = today or now.date()
     for _ in range(MAX_PICK_ATTEMPTS):
         members = list(Rep.select().where(Rep.team == team))
-        counts = open_lead_counts([r.id for r in members])
+        counts = _open_counts(members)
         skipped = []
         order = sorted(members, key=lambda r: (r.last_assigned_at or datetime.datetime.min, r.id))
         chosen = None
@@ -185,8 +191,21 @@ def pick_from_team(team, now=None, today=None):
 
 # -- deciding -------------------------------------------------------------------------------
 
-def route(lead, now=None):
-    """Decide an owner for ``lead``: ``(rep or None, reason)``. Claims a round-robin turn."""
+def load_rules():
+    """The enabled rules in order, conditions compiled once: ``[(rule, matcher or None)]``."""
+    rules = (RoutingRule.select(RoutingRule, Rep)
+             .join(Rep, JOIN.LEFT_OUTER, on=(RoutingRule.rep == Rep.id))
+             .where(RoutingRule.enabled == True)  # noqa: E712 - peewee expression
+             .order_by(RoutingRule.position, RoutingRule.id))
+    return [(rule, Matcher(rule.conditions, rule.match) if rule.conditions else None)
+            for rule in rules]
+
+
+def route(lead, now=None, rules=None):
+    """Decide an owner for ``lead``: ``(rep or None, reason)``. Claims a round-robin turn.
+
+    ``rules`` is :func:`load_rules`'s answer, for callers that route many leads.
+    """
     now = now or utcnow()
     today = now.date()
     if lead.organisation_id:
@@ -195,15 +214,12 @@ def route(lead, now=None):
             return org.owner, f"organisation {org.name!r} is owned by {org.owner.name}"
     view = LeadView(lead)
     passed = []
-    for rule in list_rules():
-        if not rule.enabled:
-            continue
-        hit, _ = evaluate(rule.conditions, rule.match, view) if rule.conditions else (True, [])
-        if not hit:
+    for rule, matcher in (load_rules() if rules is None else rules):
+        if matcher is not None and not matcher.test(view):
             continue
         if rule.rep_id:
-            rep = rule.rep
-            why = unavailable(rep, open_lead_counts([rep.id]).get(rep.id, 0), today)
+            rep = Rep.get_by_id(rule.rep_id)
+            why = unavailable(rep, _open_counts([rep]).get(rep.id, 0), today)
             if why:
                 passed.append(f"rule {rule.name!r} → {rep.name} {why}")
                 continue
@@ -221,28 +237,45 @@ def route(lead, now=None):
     return None, "; ".join(passed)
 
 
-def _write(lead, rep, reason, now, actor=None):
-    lead.owner = rep
-    lead.assigned_at = now if rep else None
-    lead.assignment_reason = reason if rep else f"unassigned: {reason}"
-    lead.updated_at = now
-    lead.save(only=[Lead.owner, Lead.assigned_at, Lead.assignment_reason, Lead.updated_at])
+class _OwnedMeanwhile(Exception):
+    """Another worker assigned the lead since we read it: undo our turn."""
+
+
+def _write(lead, rep, reason, now, only_if_unowned=False):
+    values = {Lead.owner: rep.id if rep else None, Lead.assigned_at: now if rep else None,
+              Lead.assignment_reason: reason if rep else f"unassigned: {reason}",
+              Lead.updated_at: now}
+    query = Lead.update(values).where(Lead.id == lead.id)
+    if only_if_unowned:
+        query = query.where(Lead.owner.is_null())
+    if query.execute() != 1:
+        raise _OwnedMeanwhile()
+    for field, value in values.items():
+        setattr(lead, field.name if field is not Lead.owner else "owner_id", value)
     if rep is not None:
-        Activity.create(kind="assignment", text=reason, lead=lead, rep=rep,
+        Activity.create(kind="assignment", text=reason, lead=lead.id, rep=rep.id,
                         contact=lead.contact_id, organisation=lead.organisation_id)
         log.info("lead #%s: assigned to %s: %s", lead.id, rep.email, reason)
     else:
         log.info("lead #%s: not assigned: %s", lead.id, reason)
 
 
-def assign_lead(lead, config=None, actor=None, now=None):
-    """Assign an open lead that has no owner; return the rep (None: nobody, or already owned)."""
+def assign_lead(lead, config=None, actor=None, now=None, rules=None):
+    """Assign an open lead that has no owner; return the rep (None: nobody, or already owned).
+
+    The lead is written only if it still has no owner, so a lead assigned by
+    someone else in the meantime keeps that owner (and our round-robin turn
+    is given back).
+    """
     if lead.owner_id or lead.status not in OPEN_LEAD_STATUSES:
         return None
     now = now or utcnow()
-    with db.atomic():
-        rep, reason = route(lead, now)
-        _write(lead, rep, reason, now, actor)
+    try:
+        with db.atomic():
+            rep, reason = route(lead, now, rules)
+            _write(lead, rep, reason, now, only_if_unowned=True)
+    except _OwnedMeanwhile:
+        return None
     return rep
 
 
@@ -254,28 +287,33 @@ def assign_to(lead_id, rep, actor=None, now=None):
         if lead is None:
             raise NotFoundError("lead", lead_id)
         if lead.owner_id == rep.id:
-            return lead
+            return Lead.get_by_id(lead.id)
         before = lead.owner.name if lead.owner_id else None
         reason = f"assigned by hand{' by ' + actor if actor else ''}" + (
             f" (was {before})" if before else "")
-        _write(lead, rep, reason, now, actor)
+        _write(lead, rep, reason, now)
         audit("lead.assign", lead, actor, rep=rep.id, previous=before)
-        return lead
+        return Lead.get_by_id(lead.id)
 
 
-def assign_unassigned(config=None, actor=None, limit=None):
+def assign_unassigned(config=None, actor=None, limit=None, batch_size=500):
     """Run routing again over open leads without an owner; ``{rep email or None: count}``."""
-    query = (Lead.select(Lead.id).where(Lead.owner.is_null(), Lead.status.in_(OPEN_LEAD_STATUSES))
-             .order_by(Lead.id))
-    if limit:
-        query = query.limit(limit)
+    unowned = (Lead.owner.is_null()) & (Lead.status.in_(OPEN_LEAD_STATUSES))
+    rules = load_rules()
     results = {}
-    for row in list(query):
-        with db.atomic():
-            lead = Lead.get_by_id(row.id)
-            rep = assign_lead(lead, config, actor)
-        key = rep.email if rep else None
-        results[key] = results.get(key, 0) + 1
+    last_id, done = 0, 0
+    while limit is None or done < limit:
+        size = batch_size if limit is None else min(batch_size, limit - done)
+        batch = list(Lead.select().where(unowned, Lead.id > last_id).order_by(Lead.id).limit(size))
+        if not batch:
+            break
+        for lead in batch:
+            rep = assign_lead(lead, config, actor, rules=rules)
+            if rep is None and lead.owner_id is None and lead.assignment_reason is None:
+                continue  # owned meanwhile by someone else
+            key = rep.email if rep else None
+            results[key] = results.get(key, 0) + 1
+        last_id, done = batch[-1].id, done + len(batch)
     return results
 
 

@@ -83,6 +83,14 @@ def _rep_name(rep_id):
     return rep.email if rep else f"#{rep_id}"
 
 
+def _rep_emails(ids):
+    """{rep id: email} for these ids, in one query (lists must not query per row)."""
+    ids = {i for i in ids if i is not None}
+    if not ids:
+        return {}
+    return {r.id: r.email for r in Rep.select(Rep.id, Rep.email).where(Rep.id.in_(list(ids)))}
+
+
 def _when(value):
     return f"{value:%Y-%m-%d %H:%M}" if isinstance(value, datetime.datetime) else (value or "")
 
@@ -674,9 +682,10 @@ def activity_list(app, due_only, by, rep, limit, as_json):
     if as_json:
         echo_json([crm.activity_dict(a) for a in rows])
         return
+    emails = _rep_emails(a.rep_id for a in rows)
     echo_table(["id", "when", "kind", "due", "done", "rep", "on", "text"],
                [[a.id, _when(a.created_at), a.kind, a.due_at or "", "yes" if a.done_at else "",
-                 _rep_name(a.rep_id), _target(a), (a.text or "").strip().split("\n")[0]]
+                 emails.get(a.rep_id, ""), _target(a), (a.text or "").strip().split("\n")[0]]
                 for a in rows], empty="no activities")
 
 
@@ -826,8 +835,10 @@ def orgs_list(app, search, owner, limit, as_json):
     if as_json:
         echo_json([crm.organisation_dict(o) for o in rows])
         return
+    emails = _rep_emails(o.owner_id for o in rows)
     echo_table(["id", "name", "domain", "size", "sector", "owner"],
-               [[o.id, o.name, o.domain, o.size, o.sector, _rep_name(o.owner_id)] for o in rows],
+               [[o.id, o.name, o.domain, o.size, o.sector, emails.get(o.owner_id, "")]
+                for o in rows],
                empty="no organisations")
 
 

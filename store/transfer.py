@@ -28,6 +28,8 @@ import json
 import re
 from dataclasses import dataclass, field
 
+from peewee import JOIN
+
 from leadflow.errors import LeadflowError
 from leadflow.intake import normalise
 from leadflow.store import crm
@@ -311,7 +313,11 @@ def export_rows(kind):
     if kind == "leads":
         owners = {r.id: r.email for r in Rep.select()}
         rows = []
-        for lead in Lead.select().order_by(Lead.id):
+        query = (Lead.select(Lead, Organisation, Rep)
+                 .join(Organisation, JOIN.LEFT_OUTER, on=(Lead.organisation == Organisation.id))
+                 .switch(Lead).join(Rep, JOIN.LEFT_OUTER, on=(Lead.owner == Rep.id))
+                 .order_by(Lead.id))
+        for lead in query.iterator():
             data = lead_dict(lead, full=True)
             data["organisation"] = data["organisation"]["id"] if data["organisation"] else None
             data["owner"] = owners.get(lead.owner_id)

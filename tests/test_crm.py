@@ -168,3 +168,17 @@ def utcnow_minus(days):
     from leadflow.store.database import utcnow
 
     return utcnow() - datetime.timedelta(days=days)
+
+
+def test_listing_opportunities_is_one_query(database):
+    """opps list reads organisations and owners in the same query (no query per row)."""
+    from playhouse.test_utils import count_queries
+
+    for i in range(5):
+        org = Organisation.create(name=f"Org {i}", normalised_name=f"org {i}")
+        rep = Rep.create(name=f"Rep {i}", email=f"rep{i}@ourco.example")
+        opp(name=f"deal {i}", organisation=org, owner=rep)
+    with count_queries() as counter:
+        rows = crm.list_opportunities(stale_days=None)
+        names = [(o.organisation.name, o.owner.email) for o in rows]
+    assert len(names) == 5 and counter.count == 1

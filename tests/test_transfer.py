@@ -127,3 +127,21 @@ def test_export_round_trips_through_csv_and_json(database, config, tmp_path, kin
     back = list(csv.DictReader(io.StringIO(out.getvalue())))
     assert [r["id"] for r in back] == [str(r["id"]) for r in rows]
     assert json.loads(json.dumps(rows, default=str))[0]["id"] == rows[0]["id"]
+
+
+def test_export_does_not_query_per_row(database):
+    """Exporting leads with organisations and owners takes the same few queries for 2 or 20."""
+    from playhouse.test_utils import count_queries
+
+    from leadflow.store.models import Organisation
+
+    def queries_for(n):
+        for i in range(n):
+            org = Organisation.create(name=f"Org {i}", normalised_name=f"org {i}")
+            rep = Rep.create(name=f"Rep {i}", email=f"rep{i}-{n}@ourco.example")
+            Lead.create(email=f"p{i}@org{i}.example", organisation=org, owner=rep)
+        with count_queries() as counter:
+            assert len(export_rows("leads")) >= n
+        return counter.count
+
+    assert queries_for(2) == queries_for(20) <= 3
