@@ -27,8 +27,8 @@ from .normalise import domain_class, email_domain
 
 BOUNCE_SENDERS = re.compile(r"^(?:mailer-daemon|postmaster|mail-daemon|mailerdaemon)(?:[+@]|$)", re.I)
 NO_REPLY_SENDERS = re.compile(
-    r"^(?:no[-_.]?reply|do[-_.]?not[-_.]?reply|dont[-_.]?reply|noreply[-_.\w]*|bounces?|"
-    r"notifications?|auto[-_.]?(?:reply|responder)|automailer)(?:[+@]|$)", re.I)
+    r"^(?:(?:no|do[-_.]?not|dont)[-_.]?reply[-_.\w]*|bounces?|notifications?|"
+    r"auto[-_.]?(?:reply|responder)|automailer)(?:[+@]|$)", re.I)
 BOUNCE_SUBJECTS = re.compile(
     r"\b(?:undeliverable|undelivered mail|delivery status notification|mail delivery failed|"
     r"delivery failure|returned mail|failure notice|delivery has failed|could not be delivered|"

@@ -155,7 +155,7 @@ _KEY_LABELS = {
     "message": r"message|bericht|nachricht|comments?|opmerking(?:en)?|vraag|question|mensaje|"
                r"your message|uw bericht|ihre nachricht|inquiry|enquiry",
 }
-_KEY_LINE = re.compile(r"^\s*[*\-•]?\s*(?P<label>[^:\n]{1,30}?)\s*\*?\s*[:：]\s*\*?\s*(?P<value>.+?)\s*$")
+_KEY_LINE = re.compile(r"^\s*[*\-•]?\s*(?P<label>[^:\n]{1,30}?)\s*\*?\s*[:：]\s*\*?\s*(?P<value>.*?)\s*$")
 _KEY_MATCHERS = [(field, re.compile(r"^(?:%s)$" % pattern, re.I)) for field, pattern in _KEY_LABELS.items()]
 
 TITLE_WORDS = re.compile(
@@ -188,21 +188,42 @@ def _field(value, source, confidence):
     return {"value": value, "source": source, "confidence": round(confidence, 2)}
 
 
+def _key_field(line):
+    """(field, value) of a ``Key: value`` line with a label we know, else None."""
+    match = _KEY_LINE.match(line)
+    if not match:
+        return None
+    label = match.group("label").strip().strip("*").strip()
+    if len(label) > 30:
+        return None
+    for field, matcher in _KEY_MATCHERS:
+        if matcher.match(label):
+            return field, match.group("value").strip().strip("*").strip()
+    return None
+
+
 def key_values(text):
-    """``{field: value}`` from ``Key: value`` lines (first occurrence wins)."""
+    """``{field: value}`` from ``Key: value`` lines (first occurrence wins).
+
+    A message field goes on over the following lines up to the next known label
+    (form notifications put the visitor's message last, over several lines).
+    """
     found = {}
-    for line in (text or "").split("\n")[:400]:
-        match = _KEY_LINE.match(line)
-        if not match:
+    lines = (text or "").split("\n")[:400]
+    for index, line in enumerate(lines):
+        known = _key_field(line)
+        if not known:
             continue
-        label = match.group("label").strip().strip("*").strip()
-        value = match.group("value").strip().strip("*").strip()
-        if not value or len(label) > 30:
-            continue
-        for field, matcher in _KEY_MATCHERS:
-            if matcher.match(label):
-                found.setdefault(field, value)
-                break
+        field, value = known
+        if field == "message" and "message" not in found:
+            more = []
+            for following in lines[index + 1:]:
+                if _key_field(following):
+                    break
+                more.append(following)
+            value = "\n".join([value, *more]).strip()
+        if value:
+            found.setdefault(field, value)
     if "name" not in found and ("first_name" in found or "last_name" in found):
         found["name"] = " ".join(v for v in (found.get("first_name"), found.get("last_name")) if v)
     return found

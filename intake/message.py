@@ -210,7 +210,14 @@ def _parse(raw, settings):
             when = original.date
             if when:
                 result.date = when
-            if not original.address or is_internal(original.address):
+            robot = original.address and _is_robot(original.address)
+            keys = key_values(split_body(text)[0] or text) if robot else {}
+            labelled = normalise_email(keys.get("email")) if keys.get("email") else None
+            if labelled and not is_internal(labelled):
+                # A forwarded form notification: the visitor is in its "Email:" line.
+                prospect_name, prospect_email, sender_source, key_source = \
+                    keys.get("name"), labelled, "form", "form"
+            elif not original.address or is_internal(original.address):
                 colleague_wrote = bool(original.address)
                 prospect_email = None
                 result.needs_review = True
@@ -242,7 +249,7 @@ def _parse(raw, settings):
         result.submitted_by = sender
         prospect_name, prospect_email = None, None
         colleague_wrote = True
-    elif sender and (kind == "automated" or FORM_ROBOTS.match(sender.split("@", 1)[0])):
+    elif sender and (kind == "automated" or _is_robot(sender)):
         # A website's form notification without Reply-To: the visitor is in the "Email:" line.
         keys = key_values(split_body(text)[0] or text)
         labelled = normalise_email(keys.get("email")) if keys.get("email") else None
@@ -258,7 +265,9 @@ def _parse(raw, settings):
 
     fields = extract_fields(own, None if colleague_wrote else signature, name=prospect_name, email=prospect_email, region=region,
                             internal_domains=internal_domains, source=key_source, sender_source=sender_source)
-    fields.pop("_message", None)
+    form_message = fields.pop("_message", None)
+    if key_source == "form" and form_message:
+        result.body = form_message[:MAX_BODY]   # the visitor's words, not the form's labels
     if result.needs_review and "email" in fields and is_internal(fields["email"]["value"]):
         del fields["email"]
     result.fields = fields
@@ -267,7 +276,7 @@ def _parse(raw, settings):
                                   if name in fields})
     if result.needs_review:
         result.prospect.email = None
-    signal_text = "\n".join(part for part in (result.subject or "", own) if part)
+    signal_text = "\n".join(part for part in (result.subject or "", result.body) if part)
     result.signals = extract_signals(signal_text, result.date)
 
     if result.classification == "lead" and not result.needs_review and not result.prospect.email \
@@ -280,6 +289,12 @@ def _parse(raw, settings):
             result.needs_review = True
             result.review_reason = f"no usable sender address ({sender})"
     return result
+
+
+def _is_robot(address):
+    """A no-reply or form-relay address (``noreply@``, ``wordpress@``, ``forms@``...)."""
+    local = (address or "").split("@", 1)[0]
+    return bool(classify_mod.NO_REPLY_SENDERS.match(local) or FORM_ROBOTS.match(local))
 
 
 def _note(note):

@@ -130,3 +130,10 @@ def test_clean_name(raw, name):
 def test_key_values_first_occurrence_wins():
     """The first labelled value of a field is kept."""
     assert key_values("Email: a@b.example\nE-mail: c@d.example\nCompany: X")["email"] == "a@b.example"
+
+
+def test_key_values_message_spans_lines_up_to_the_next_label():
+    """A form's message field goes on over the following lines, up to the next known label."""
+    text = "Name: A B\nEmail: a@b.example\nMessage:\nHello there,\nwe need 5 seats.\n\nThanks\nPhone: 0612345678"
+    assert key_values(text) == {"name": "A B", "email": "a@b.example", "phone": "0612345678",
+                                "message": "Hello there,\nwe need 5 seats.\n\nThanks"}

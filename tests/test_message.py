@@ -239,6 +239,19 @@ def test_web_form_notification_without_reply_to_uses_the_labelled_address():
     assert parsed.signals["budget"] == {"amount": 30000, "currency": "EUR", "text": "30 000 €"}
 
 
+def test_forwarded_form_notification_is_the_visitors_lead():
+    """A form notification a colleague forwarded names the visitor, not the form robot."""
+    parsed = parse("forwarded_form_notification.eml")
+    assert (parsed.classification, parsed.forwarded, parsed.needs_review) == ("lead", True, False)
+    assert parsed.prospect == Prospect(name="Femke Hendriks", email="femke@hendriks-zorg.nl",
+                                       phone="+31612345678", company="Hendriks Zorg B.V.",
+                                       website="hendriks-zorg.nl", country="NL")
+    assert parsed.submitted_by == "marketing@ourco.example"
+    assert parsed.body.startswith("We zoeken een planningssysteem")
+    assert parsed.signals["timeline"]["text"] == "binnen twee maanden"
+    assert parsed.fields["email"]["source"] == "form"
+
+
 def test_reply_reports_thread_ids_and_drops_quoted_history():
     """A reply carries In-Reply-To and References; its body is the new text only."""
     parsed = parse("reply_in_thread.eml")
