@@ -416,3 +416,27 @@ def _toml_value(value):
     import tomli_w
 
     return tomli_w.dumps({"v": value}).split("=", 1)[1].strip()
+
+
+def reference_markdown():
+    """The configuration reference as a Markdown table (README.md embeds it)."""
+    rows = ["| section | key | default | meaning |", "| --- | --- | --- | --- |"]
+
+    def walk(cls, prefix):
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            if f.metadata.get("internal"):
+                continue
+            tp = hints[f.name]
+            if dataclasses.is_dataclass(tp):
+                walk(tp, f"{prefix}{_toml_name(f)}.")
+                continue
+            default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+            shown = "{}" if isinstance(default, dict) else " ".join(_toml_value(default).split())
+            shown = shown.replace("[ ", "[").replace(", ]", "]").replace("|", "\\|")
+            section = f"`[{prefix.rstrip('.')}]`" if prefix else ""
+            meaning = f.metadata["help"].replace("|", "\\|")
+            rows.append(f"| {section} | `{_toml_name(f)}` | `{shown}` | {meaning} |")
+
+    walk(Config, "")
+    return "\n".join(rows)
