@@ -46,6 +46,12 @@ def prepare_database(database):
         applied = migrate.upgrade(database)
         if applied:
             log.info("created the database schema (%s)", ", ".join(applied))
+        # A brand-new database gets what `leadflow init` gives it: the starter rules.
+        from leadflow.scoring.ruleset import install_starter_rules
+
+        version = install_starter_rules(actor="leadflow serve")
+        if version is not None:
+            log.info("installed the starter scoring rules (rule set version %s)", version)
         return
     waiting = migrate.pending(database)
     if waiting:
