@@ -310,16 +310,18 @@ def test_worked_example_through_the_pipeline(database, config):
     assert lead.signals["timeline"]["date"] == "2027-02-26"
 
 
-@pytest.mark.parametrize("name", ["ooo_auto_submitted_en.eml", "bounce_dsn.eml", "mailing_list.eml",
-                                  "noreply_sender.eml"])
-def test_not_a_lead_through_the_pipeline(database, config, name):
-    """Auto-replies, bounces, bulk and no-reply mail end as ignored, with no lead."""
+def test_not_a_lead_through_the_pipeline(database, config):
+    """Auto-replies, bounces, bulk and no-reply mail end as ignored with their reason, and no lead."""
     from leadflow.intake.pipeline import process_inbound
     from leadflow.store.inbound import store_inbound
     from leadflow.store.models import InboundMessage, Lead
 
-    stored = store_inbound("email", (MAIL / name).read_bytes())
-    process_inbound(stored.id, config)
-    row = InboundMessage.get_by_id(stored.id)
-    assert row.status == "ignored" and row.reason
+    names = ["ooo_auto_submitted_en.eml", "bounce_dsn.eml", "mailing_list.eml", "noreply_sender.eml"]
+    ids = [store_inbound("email", (MAIL / name).read_bytes()).id for name in names]
+    for inbound_id in ids:
+        process_inbound(inbound_id, config)
+    rows = [InboundMessage.get_by_id(inbound_id) for inbound_id in ids]
+    assert [(row.status, row.classification) for row in rows] == [
+        ("ignored", "auto_reply"), ("ignored", "bounce"), ("ignored", "bulk"), ("ignored", "automated")]
+    assert all(row.reason for row in rows)
     assert Lead.select().count() == 0
