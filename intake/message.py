@@ -25,7 +25,8 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 
 from . import classify as classify_mod
-from .extract import extract_fields, extract_signals, key_values, normalise_email, split_body
+from .extract import (extract_fields, extract_signals, first_phone, key_values, normalise_email,
+                      split_body)
 from .forwarded import find_original, strip_forward_prefix
 from .mime import read_message
 from .normalise import domain_class, email_domain
@@ -270,6 +271,11 @@ def _parse(raw, settings):
         result.body = form_message[:MAX_BODY]   # the visitor's words, not the form's labels
     if result.needs_review and "email" in fields and is_internal(fields["email"]["value"]):
         del fields["email"]
+    if "phone" not in fields and result.forwarder_note and not colleague_wrote:
+        # "Hot lead, call her on 06 1234 5678": a number in the forwarder's note.
+        phone = first_phone(result.forwarder_note, region)
+        if phone:
+            fields["phone"] = {"value": phone, "source": "forward", "confidence": 0.5}
     result.fields = fields
     result.prospect = Prospect(**{name: fields[name]["value"] for name in
                                   ("name", "email", "phone", "company", "title", "website", "country")

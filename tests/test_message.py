@@ -158,6 +158,15 @@ def test_forwarder_note_is_kept(name, note):
         assert note not in parsed.body
 
 
+def test_phone_in_the_forwarders_note():
+    """A number the forwarder wrote ("call her on ...") is the prospect's phone when she gave none."""
+    raw = (b"From: m@ourco.example\nSubject: Fwd: hi\n\nCall her today on 06 12345678!\n\n"
+           b"---------- Forwarded message ---------\nFrom: Eva <eva@evabv.nl>\nSubject: hi\n\nA question.\n")
+    parsed = parse_message(raw, SETTINGS)
+    assert parsed.prospect.phone == "+31612345678"
+    assert parsed.fields["phone"] == {"value": "+31612345678", "source": "forward", "confidence": 0.5}
+
+
 def test_forward_as_attachment_lists_attachments_and_uses_the_original_date():
     """A message/rfc822 forward is read from the attachment; the original's date is the message date."""
     parsed = parse("forward_as_attachment.eml")
