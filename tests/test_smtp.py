@@ -303,11 +303,13 @@ def test_auth_after_starttls(serve, certificate, tmp_path, password, ok):
     ({"tls_cert": "/nonexistent/cert.pem"}, "smtp.tls_cert"),
     ({"auth_users_file": "/nonexistent/users"}, "smtp.auth_users_file"),
 ])
-def test_tls_and_auth_settings_checked(config, changes, key):
+def test_tls_and_auth_settings_checked(changes, key):
     """Inconsistent TLS/AUTH settings stop the server with an error naming the key."""
+    from leadflow import config as config_module
     from leadflow.errors import ConfigError
     from leadflow.intake.smtp import SmtpServer
 
+    config = config_module.parse({})
     for name, value in changes.items():
         setattr(config.smtp, name, value)
     with pytest.raises(ConfigError) as error:
