@@ -303,7 +303,7 @@ class WebhookApp:
                 return hops[-1]
         return request.remote or "unknown"
 
-    def refuse(self, status, reason, error, request=None, **extra):
+    def refuse(self, status, reason, error, **extra):
         self.metrics.refuse("form", reason)
         headers = {}
         if status == 429:
@@ -313,13 +313,8 @@ class WebhookApp:
         return web.json_response({"error": error, **extra}, status=status, headers=headers)
 
     async def _form(self, name):
-        try:
-            return await run_sync(self.forms.get, name)
-        except forms_module.ConfigError:
-            raise
-        except Exception:  # noqa: BLE001 - database unreachable: the caller answers 503
-            log.exception("form %s: could not read its definition", name)
-            raise
+        """The form definition (raises when the database cannot be read)."""
+        return await run_sync(self.forms.get, name)
 
     @staticmethod
     def _cors(form, origin):
@@ -332,7 +327,8 @@ class WebhookApp:
     async def preflight(self, request):
         try:
             form = await self._form(request.match_info["form"])
-        except Exception:  # noqa: BLE001
+        except Exception:  # noqa: BLE001 - the database is away: try again later
+            log.exception("form %s: could not read its definition", request.match_info["form"])
             return self.refuse(503, "storage", "the database is not reachable; try again")
         if form is None:
             return self.refuse(404, "unknown_form", "no such form")
@@ -357,7 +353,8 @@ class WebhookApp:
         except forms_module.ConfigError as exc:
             log.error("form %s: %s", name, exc)
             return self.refuse(404, "unknown_form", "no such form")
-        except Exception:  # noqa: BLE001
+        except Exception:  # noqa: BLE001 - the database is away: try again later
+            log.exception("form %s: could not read its definition", name)
             return self.refuse(503, "storage", "the database is not reachable; try again")
         if form is None:
             return self.refuse(404, "unknown_form", "no such form")
