@@ -135,8 +135,7 @@ class SmtpConfig:
     max_message_size: int = _opt(0, "largest message in bytes (552 above it); 0: intake.max_message_size",
                                  _non_negative)
     max_recipients: int = _opt(100, "recipients per message (452 above it)", _positive)
-    max_commands: int = _opt(200, "times each command may be sent in one session (421 above it)",
-                             _positive)
+    max_commands: int = _opt(1000, "commands in one session (421 and closed above it)", _positive)
     idle_timeout: float = _opt(60.0, "seconds a session may stay silent before it is closed", _positive)
     max_connections_per_client: int = _opt(20, "open sessions per client address (421 above it)",
                                            _positive)

@@ -18,7 +18,7 @@ the next ``store_many`` call (in the database thread pool), and each session
 gets its answer when its batch is committed. An idle server adds no delay.
 
 **Limits.** ``smtp.max_message_size`` (552), ``smtp.max_recipients`` per
-message (452), ``smtp.max_commands`` (each command per session; 421),
+message (452), ``smtp.max_commands`` per session (421, then closed),
 ``smtp.idle_timeout``, ``smtp.max_connections_per_client`` (421 at connect).
 SMTPUTF8 is offered. The greeting uses ``smtp.hostname`` (no DNS lookup).
 STARTTLS with ``smtp.tls_cert``/``smtp.tls_key`` (``smtp.require_tls``), AUTH
@@ -45,6 +45,7 @@ OK_250_DUPLICATE = "250 2.0.0 OK: already have it (inbound #{id})"
 OK_RCPT = "250 2.1.5 OK"
 ERR_421_TOO_MANY_CONNECTIONS = "421 4.7.0 Too many connections from your address, try again later"
 ERR_421_SHUTTING_DOWN = "421 4.3.2 Service shutting down, try again later"
+ERR_421_TOO_MANY_COMMANDS = "421 4.7.0 Too many commands in one session, goodbye"
 ERR_451 = "451 4.3.0 Could not store the message, please try again later"
 ERR_452_TOO_MANY_RECIPIENTS = "452 4.5.3 Too many recipients"
 ERR_550_NO_SUCH_USER = "550 5.1.1 No such recipient here"
@@ -193,11 +194,26 @@ def _peer(session):
 class LeadflowSMTP(SMTP):
     """aiosmtpd's SMTP protocol, plus a limit on sessions per client address."""
 
-    def __init__(self, handler, sessions, **kwargs):
+    def __init__(self, handler, sessions, max_commands=None, **kwargs):
         super().__init__(handler, **kwargs)
         self._sessions = sessions
         self._refused = False
         self._client = None
+        if max_commands:
+            self._commands_left = max_commands
+            self._smtp_methods = {name: self._counted(method)
+                                  for name, method in self._smtp_methods.items()}
+
+    def _counted(self, method):
+        async def counted(arg):
+            self._commands_left -= 1
+            if self._commands_left < 0:
+                log.warning("smtp %s: too many commands, session closed", _peer(self.session))
+                await self.push(ERR_421_TOO_MANY_COMMANDS)
+                self.transport.close()
+                return
+            await method(arg)
+        return counted
 
     def connection_made(self, transport):
         if self.transport is None and self._original_transport is None:  # not a STARTTLS upgrade
@@ -338,7 +354,7 @@ class SmtpServer:
         kwargs = dict(
             data_size_limit=max_message_size(self.config), enable_SMTPUTF8=True,
             hostname=smtp.hostname, ident="leadflow", timeout=smtp.idle_timeout,
-            command_call_limit=smtp.max_commands, tls_context=self._tls,
+            max_commands=smtp.max_commands, tls_context=self._tls,
             require_starttls=bool(self._tls and smtp.require_tls),
             loop=asyncio.get_running_loop(),
         )
