@@ -165,11 +165,20 @@ def _open_counts(reps):
 
 
 def pick_from_team(team, now=None, today=None):
-    """The next available rep of ``team`` by round-robin; ``(rep or None, skipped)``."""
-    now = now or utcnow()
-    today = today or now.date()
+    """The next available rep of ``team`` by round-robin; ``(rep or None, skipped)``.
+
+    The turn is stamped later than every turn of the team we read, so a
+    worker whose clock reading is a few milliseconds old can never put a rep
+    back at the front of the queue.
+    """
+    given = now
+    today = today or (now or utcnow()).date()
     for _ in range(MAX_PICK_ATTEMPTS):
         members = list(Rep.select().where(Rep.team == team))
+        latest = max((r.last_assigned_at for r in members if r.last_assigned_at), default=None)
+        now = given or utcnow()
+        if latest is not None and now <= latest:
+            now = latest + datetime.timedelta(microseconds=1)
         counts = _open_counts(members)
         skipped = []
         order = sorted(members, key=lambda r: (r.last_assigned_at or datetime.datetime.min, r.id))

@@ -161,3 +161,42 @@ def test_bad_rules_are_refused(database, kwargs, problem):
     with pytest.raises(RoutingError, match=problem):
         add_rule(**kwargs)
     assert RoutingRule.select().count() == 1
+
+
+def _assign_in_process(url, lead_ids, barrier, results):
+    from leadflow.store.database import close_database, open_database
+
+    open_database(url, pool_size=0)
+    barrier.wait(timeout=30)
+    try:
+        for lead_id in lead_ids:
+            picked = assign_lead(Lead.get_by_id(lead_id))
+            results.put((lead_id, picked.name if picked else None))
+    except Exception as exc:  # noqa: BLE001 - reported to the test
+        results.put((None, repr(exc)))
+    finally:
+        close_database()
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_round_robin_stays_fair_with_two_workers(database_url, database):
+    """Two processes assigning at once on PostgreSQL still give each rep the same share."""
+    import multiprocessing
+
+    for name in ("Ann", "Bob", "Cat", "Dan"):
+        rep(name)
+    add_rule("all", [], team="Benelux")
+    ids = [lead(i).id for i in range(24)]
+    database.close()
+    ctx = multiprocessing.get_context("spawn")
+    barrier, results = ctx.Barrier(2), ctx.Queue()
+    procs = [ctx.Process(target=_assign_in_process, args=(database_url, ids[i::2], barrier, results))
+             for i in range(2)]
+    for p in procs:
+        p.start()
+    outcomes = [results.get(timeout=60) for _ in ids]
+    for p in procs:
+        p.join(timeout=30)
+    assert None not in [o[0] for o in outcomes], outcomes
+    assert collections.Counter(o[1] for o in outcomes) == {"Ann": 6, "Bob": 6, "Cat": 6, "Dan": 6}
