@@ -200,3 +200,21 @@ def test_round_robin_stays_fair_with_two_workers(database_url, database):
         p.join(timeout=30)
     assert None not in [o[0] for o in outcomes], outcomes
     assert collections.Counter(o[1] for o in outcomes) == {"Ann": 6, "Bob": 6, "Cat": 6, "Dan": 6}
+
+
+def test_pipeline_assigns_and_keeps_the_organisations_owner(database, config, mail_fixture):
+    """Through the intake pipeline a lead of an owned organisation goes to its owner, with why."""
+    from leadflow.intake.pipeline import process_inbound
+    from leadflow.store.inbound import store_inbound
+
+    rep("Ann")
+    owner = rep("Olga", team="Enterprise")
+    Organisation.create(name="Tech Innovators Inc.", normalised_name="tech innovators",
+                        domain="techinnovators.com", owner=owner)
+    add_rule("all", [], team="Benelux")
+    raw = mail_fixture("worked_example_sarah.eml").read_bytes()
+    assert process_inbound(store_inbound("cli", raw).id, config) == "created"
+    row = Lead.get()
+    assert (row.owner_id, row.assignment_reason) == (
+        owner.id, "organisation 'Tech Innovators Inc.' is owned by Olga")
+    assert Activity.get(Activity.kind == "assignment").rep_id == owner.id
