@@ -14,7 +14,9 @@ in this one:
 2. Webhook: concurrent JSON posts to a do-nothing aiohttp handler (reads the
    body, answers 202), then to ``POST /forms/NAME`` of ``leadflow serve``.
    Target: at least 0.3 of the baseline.
-3. Worker, end to end on SQLite: inquiries stored first, then claimed and run
+3. SMTP again, with the worker of the same ``serve`` process processing what
+   arrives (sharing the CPU and SQLite's write lock): the realistic case.
+4. Worker, end to end on SQLite: inquiries stored first, then claimed and run
    through the whole pipeline (parse, classify, resolve, score, assign) by
    the worker code ``serve`` uses. Target: at least 300 inquiries/s.
 
@@ -265,6 +267,14 @@ def main():
     accepted, seconds, lat = asyncio.run(http_load(serve.ports["http"], args.posts, args.concurrency,
                                                    {"X-Leadflow-Form-Key": "pk_bench"}))
     report("webhook leadflow (committed)", accepted, seconds, lat, serve.stop(), http_base)
+    print("  (peak RSS above: the serve process, after its SMTP and webhook runs)")
+
+    # The realistic case: the worker parses and scores while mail arrives (same process, same
+    # SQLite file); the listener shares the CPU and the write lock with it.
+    env["LEADFLOW_DATABASE_URL"] = f"sqlite:///{folder}/serve-worker.db"
+    serve = Child([a for a in serve_argv if a != "--no-worker"], env=env, cwd=folder)
+    accepted, seconds, lat = asyncio.run(smtp_load(serve.ports["smtp"], args.messages, args.sessions))
+    report("smtp leadflow, worker running", accepted, seconds, lat, serve.stop(), smtp_base)
 
     processed, seconds = worker_phase(folder, args.worker_inquiries)
     print(f"{'worker end to end (SQLite)':34} {processed:6d} ok  {processed / seconds:8.0f} inquiries/s"

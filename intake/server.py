@@ -23,8 +23,9 @@ from aiohttp import web
 from leadflow.errors import LeadflowError
 from leadflow.intake.smtp import SmtpServer
 from leadflow.intake.webhook import Metrics, WebhookApp
-from leadflow.intake.worker import Worker
+from leadflow.intake.worker import Worker, WriteGate
 from leadflow.store import migrate
+from leadflow.store.database import is_postgres
 
 log = logging.getLogger("leadflow.intake")
 
@@ -76,9 +77,10 @@ class Server:
         self.smtp_port = config.smtp.port if smtp_port is None else smtp_port
         self.http_port = config.http.port if http_port is None else http_port
         self.metrics = Metrics()
-        self.worker = Worker(config, self.metrics)
-        self.smtp = SmtpServer(config, self.metrics, on_stored=self.worker.notify)
-        self.webhook = WebhookApp(config, self.metrics, on_stored=self.worker.notify)
+        gate = None if is_postgres() else WriteGate()  # SQLite: one writer; intake goes first
+        self.worker = Worker(config, self.metrics, gate=gate)
+        self.smtp = SmtpServer(config, self.metrics, on_stored=self.worker.notify, gate=gate)
+        self.webhook = WebhookApp(config, self.metrics, on_stored=self.worker.notify, gate=gate)
         self.runner = None
         self.scheduler = None
         self.use_scheduler = scheduler

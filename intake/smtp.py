@@ -70,8 +70,9 @@ class CommitBatcher:
     message at a time, so that one bad message never refuses the others.
     """
 
-    def __init__(self, store=store_many, max_batch=200, on_stored=None):
+    def __init__(self, store=store_many, max_batch=200, on_stored=None, gate=None):
         self.store = store
+        self.gate = gate  # worker.WriteGate on SQLite: our commits go first
         self.max_batch = max_batch
         self.on_stored = on_stored
         self._queue = []
@@ -106,6 +107,12 @@ class CommitBatcher:
                         self.on_stored(result.id)
 
     def _store_batch(self, inquiries):
+        if self.gate is None:
+            return self._store_each(inquiries)
+        with self.gate.intake():
+            return self._store_each(inquiries)
+
+    def _store_each(self, inquiries):
         try:
             return self.store(inquiries)
         except Exception:  # noqa: BLE001 - find which one the database refuses
@@ -336,9 +343,9 @@ def max_message_size(config):
 class SmtpServer:
     """The listener on the running loop: ``await start()``, ``await stop(grace)``."""
 
-    def __init__(self, config, metrics=None, on_stored=None, batcher=None):
+    def __init__(self, config, metrics=None, on_stored=None, batcher=None, gate=None):
         self.config = config
-        self.batcher = batcher or CommitBatcher(on_stored=on_stored)
+        self.batcher = batcher or CommitBatcher(on_stored=on_stored, gate=gate)
         self.handler = LeadflowHandler(config, self.batcher, metrics)
         self.sessions = Sessions(config.smtp.max_connections_per_client)
         self.server = None

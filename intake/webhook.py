@@ -277,11 +277,11 @@ def _host_allowed(form, url):
 class WebhookApp:
     """The aiohttp application; ``on_stored(id)`` is called after each new commit."""
 
-    def __init__(self, config, metrics=None, on_stored=None, form_cache_ttl=2.0):
+    def __init__(self, config, metrics=None, on_stored=None, form_cache_ttl=2.0, gate=None):
         self.config = config
         self.metrics = metrics or Metrics()
         self.on_stored = on_stored
-        self.batcher = CommitBatcher(store=store_submissions, on_stored=on_stored)
+        self.batcher = CommitBatcher(store=store_submissions, on_stored=on_stored, gate=gate)
         self.forms = forms_module.FormCache(config, ttl=form_cache_ttl)
         self.limiter = RateLimiter(config.http.rate_limit_per_minute)
 

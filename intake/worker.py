@@ -19,7 +19,9 @@ transaction. Never to the prospect, never for an auto-reply or spam.
 """
 
 import asyncio
+import contextlib
 import logging
+import threading
 import time
 from email.message import EmailMessage
 from email.utils import make_msgid
@@ -31,13 +33,61 @@ from leadflow.store.models import InboundMessage
 log = logging.getLogger("leadflow.intake")
 
 
+class WriteGate:
+    """On SQLite, in one process: commits of received inquiries go before the worker's work.
+
+    SQLite has one writer at a time, and the pipeline holds the write lock for
+    a whole inquiry (parse to assign). A waiting writer polls with growing
+    sleeps and keeps missing the moment between two of the worker's
+    transactions, so under a backlog the SMTP listener would wait for
+    seconds. The gate hands the lock over in the process instead: an intake
+    commit waits for at most the inquiry in progress, and the worker starts
+    its next inquiry only when no intake commit is waiting.
+    """
+
+    def __init__(self):
+        self._condition = threading.Condition()
+        self._busy = False
+        self._intake_waiting = 0
+
+    @contextlib.contextmanager
+    def intake(self):
+        with self._condition:
+            self._intake_waiting += 1
+            while self._busy:
+                self._condition.wait()
+            self._intake_waiting -= 1
+            self._busy = True
+        try:
+            yield
+        finally:
+            self._release()
+
+    @contextlib.contextmanager
+    def worker(self):
+        with self._condition:
+            while self._busy or self._intake_waiting:
+                self._condition.wait()
+            self._busy = True
+        try:
+            yield
+        finally:
+            self._release()
+
+    def _release(self):
+        with self._condition:
+            self._busy = False
+            self._condition.notify_all()
+
+
 class Worker:
     """Claims and processes waiting rows until stopped."""
 
-    def __init__(self, config, metrics=None, worker_id=pipeline.WORKER_ID):
+    def __init__(self, config, metrics=None, worker_id=pipeline.WORKER_ID, gate=None):
         self.config = config
         self.metrics = metrics
         self.worker_id = worker_id
+        self.gate = gate
         self._wake = asyncio.Event()
         self._stopping = False
         self._task = None
@@ -79,16 +129,19 @@ class Worker:
 
     def process_batch(self):
         """Claim one batch and process it (blocking); ids whose lead was created, None if idle."""
-        ids = pipeline.claim_pending(self.config.worker.batch_size, self.config, self.worker_id)
+        with self._gate():
+            ids = pipeline.claim_pending(self.config.worker.batch_size, self.config, self.worker_id)
         if not ids:
             return None
         created = []
         for position, inbound_id in enumerate(ids):
             if self._stopping:
-                release(ids[position:], self.worker_id)
+                with self._gate():
+                    release(ids[position:], self.worker_id)
                 break
             started = time.perf_counter()
-            outcome = pipeline.process_inbound(inbound_id, self.config)
+            with self._gate():
+                outcome = pipeline.process_inbound(inbound_id, self.config)
             self.processed += 1
             if self.metrics is not None:
                 self.metrics.processed[outcome] += 1
@@ -97,6 +150,9 @@ class Worker:
             if outcome == "created":
                 created.append(inbound_id)
         return created
+
+    def _gate(self):
+        return self.gate.worker() if self.gate is not None else contextlib.nullcontext()
 
     def _schedule_ack(self, inbound_id):
         if not self.config.smtp.acknowledge_forwarder:

@@ -129,3 +129,36 @@ def test_acknowledgement_sent_after_forwarded_mail(config, database, mail_fixtur
     assert lead.email == "sarah.mitchell@techinnovators.com"
     assert sink.envelopes[0][1] == ["marketing@ourco.example"]
     assert sink.messages[0]["Subject"].startswith(f"lead #{lead.id} created: Sarah Mitchell")
+
+
+def test_write_gate_lets_intake_go_first():
+    """On SQLite an intake commit waiting at the gate goes before the worker's next inquiry."""
+    import threading
+
+    from leadflow.intake.worker import WriteGate
+
+    gate, order = WriteGate(), []
+    inside = threading.Event()
+
+    def worker_step(name):
+        with gate.worker():
+            order.append(name)
+            inside.set()
+            time.sleep(0.1)
+
+    first = threading.Thread(target=worker_step, args=("worker-1",))
+    first.start()
+    inside.wait(5)
+    second = threading.Thread(target=worker_step, args=("worker-2",))
+    second.start()
+    time.sleep(0.02)  # worker-2 waits at the gate before the intake commit arrives
+
+    def intake():
+        with gate.intake():
+            order.append("intake")
+
+    third = threading.Thread(target=intake)
+    third.start()
+    for thread in (first, second, third):
+        thread.join(5)
+    assert order == ["worker-1", "intake", "worker-2"]
