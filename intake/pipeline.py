@@ -3,7 +3,9 @@
 Every inquiry is stored first (``store/inbound.py``), then processed here by
 small named steps in the one order declared in :data:`STEPS`::
 
-    parse -> classify -> reply -> normalise -> resolve -> score -> assign
+    parse -> classify -> reply -> normalise -> resolve -> score -> assign -> convert
+
+(``convert`` only acts with ``assignment.auto_convert`` on; off by default.)
 
 All steps of one inquiry run in one database transaction. A step that raises
 rolls the whole inquiry back and marks its row ``failed`` with the step's name
