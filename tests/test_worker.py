@@ -138,27 +138,31 @@ def test_write_gate_lets_intake_go_first():
     from leadflow.intake.worker import WriteGate
 
     gate, order = WriteGate(), []
-    inside = threading.Event()
+    inside, leave = threading.Event(), threading.Event()
 
-    def worker_step(name):
+    def first_inquiry():
         with gate.worker():
-            order.append(name)
+            order.append("worker-1")
             inside.set()
-            time.sleep(0.1)
+            leave.wait(5)
 
-    first = threading.Thread(target=worker_step, args=("worker-1",))
-    first.start()
-    inside.wait(5)
-    second = threading.Thread(target=worker_step, args=("worker-2",))
-    second.start()
-    time.sleep(0.02)  # worker-2 waits at the gate before the intake commit arrives
+    def next_inquiry():
+        with gate.worker():
+            order.append("worker-2")
 
     def intake():
         with gate.intake():
             order.append("intake")
 
-    third = threading.Thread(target=intake)
-    third.start()
-    for thread in (first, second, third):
+    threads = [threading.Thread(target=first_inquiry)]
+    threads[0].start()
+    assert inside.wait(5)
+    threads.append(threading.Thread(target=next_inquiry))
+    threads[1].start()
+    threads.append(threading.Thread(target=intake))
+    threads[2].start()
+    assert wait_for(lambda: gate._intake_waiting == 1, timeout=5)
+    leave.set()  # the first inquiry ends: the waiting intake commit goes next
+    for thread in threads:
         thread.join(5)
     assert order == ["worker-1", "intake", "worker-2"]
