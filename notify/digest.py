@@ -242,12 +242,11 @@ def top_reasons(breakdown, count=3):
     entries.sort(key=lambda e: -abs(e.get("points") or 0))
     out = []
     for entry in entries[:count]:
-        text = entry.get("reason") or entry.get("rule") or ""
+        text = str(entry.get("reason") or entry.get("rule") or "").strip()
         points = entry.get("points")
-        if points:
-            text = f"{text} ({points:+d})"
-        elif entry.get("verdict"):
-            text = f"{text} ({entry['verdict']})"
+        suffix = f"{points:+d}" if isinstance(points, int) and points else entry.get("verdict")
+        if text and suffix and not text.endswith(str(suffix)):  # scoring may have written it
+            text = f"{text} ({suffix})"
         if text:
             out.append(text)
     return out

@@ -81,6 +81,23 @@ def test_each_rep_gets_their_own_worklist(database, config, sink):
     assert mail["Message-ID"] == "<digest-%d-2026-06-10-rep@example.com>" % sam.id
 
 
+@pytest.mark.parametrize("breakdown, reasons", [
+    ([{"points": 10, "reason": "company domain"}, {"points": 30, "reason": "buying soon"}],
+     ["buying soon (+30)", "company domain (+10)"]),
+    ([{"points": 20, "reason": "timeline within 3 months: +20"}], ["timeline within 3 months: +20"]),
+    ([{"points": -15, "reason": "free-mail address"}, {"points": 5, "reason": "a"},
+      {"points": 1, "reason": "b"}, {"points": 2, "reason": "c"}],
+     ["free-mail address (-15)", "a (+5)", "c (+2)"]),
+    ([{"verdict": "disqualify", "reason": "competitor: disqualify"}], ["competitor: disqualify"]),
+    ([{"rule": "no reason given", "points": 3}], ["no reason given (+3)"]),
+    ([], []),
+    (None, []),
+])
+def test_top_reasons(breakdown, reasons):
+    """A lead's top three reasons, strongest first, with their points written once."""
+    assert digest.top_reasons(breakdown) == reasons
+
+
 def test_qualified_leads_are_listed_oldest_first(database, config):
     """Leads waiting for conversion come oldest first, with their age."""
     sam = make_rep("Sam")
