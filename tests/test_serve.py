@@ -106,3 +106,14 @@ def test_serve_refuses_a_database_whose_schema_is_behind(tmp_path):
                                  "LEADFLOW_CONFIG": ""})
     assert result.returncode == 1
     assert "schema is behind" in result.stderr and "leadflow db upgrade" in result.stderr
+
+
+def test_digest_scheduler_runs_with_serve(config, database):
+    """serve starts the digest scheduler on its loop and shuts it down when it stops."""
+    from leadflow.intake.server import BackgroundServer
+
+    with BackgroundServer(config, scheduler=True) as running:
+        scheduler = running.scheduler
+        assert scheduler is not None and scheduler.running
+        assert scheduler.get_jobs()
+    assert not scheduler.running
