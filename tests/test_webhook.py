@@ -30,6 +30,9 @@ def server(config, database):
                     "return_url": f"{ORIGIN}/thanks"},
         "open": {"preset": "plain", "public_key": "pk_open"},
         "signed": {"preset": "plain", "secret": SECRET},
+        "sf": {"preset": "salesforce", "public_key": "pk_sf", "origins": [ORIGIN]},
+        "tf": {"preset": "typeform", "secret": SECRET},
+        "wf": {"preset": "webflow", "secret": SECRET},
     }
     config.http.rate_limit_per_minute = 1000
     with BackgroundServer(config) as running:
@@ -296,3 +299,49 @@ def _wait(predicate, timeout=10):
             return
         time.sleep(0.05)
     raise AssertionError("condition not reached")
+
+
+def test_salesforce_form_works_by_changing_only_its_action(client):
+    """A Web-to-Lead form posting to /forms/NAME?key=... is stored and sent on to its retURL."""
+    fields = {"oid": "00D000000000001", "retURL": f"{ORIGIN}/danke", "first_name": "Sarah",
+              "last_name": "Jones", "email": "sarah@techinnovators.example",
+              "company": "Tech Innovators Inc.", "00N5g00000ABCDE": "50 seats"}
+    status, headers, _ = client.form("/forms/sf?key=pk_sf", fields,
+                                     {"Accept": "text/html,*/*;q=0.8"})
+    assert (status, headers["location"]) == (303, f"{ORIGIN}/danke")
+    stored_post = stored()[0]
+    assert stored_post["preset"] == "salesforce" and stored_post["query"] == {}
+    assert stored_post["payload"]["00N5g00000ABCDE"] == "50 seats"
+
+
+def test_typeform_signed_delivery_idempotent(client):
+    """A Typeform delivery (Typeform-Signature) is stored once even when Typeform retries it."""
+    import base64
+    import hashlib
+    import hmac
+
+    body = json.dumps({"event_id": "ev-1", "event_type": "form_response", "form_response": {
+        "answers": [{"type": "email", "email": "sarah@techinnovators.example",
+                     "field": {"id": "a", "type": "email", "ref": "email"}}]}}).encode()
+    signature = "sha256=" + base64.b64encode(hmac.new(SECRET.encode(), body, hashlib.sha256).digest()).decode()
+    headers = {"Content-Type": "application/json", "Typeform-Signature": signature}
+    first = client.request("POST", "/forms/tf", body, headers)
+    again = client.request("POST", "/forms/tf", body, headers)
+    assert first[0] == again[0] == 202 and first[2] == again[2]
+    assert client.request("POST", "/forms/tf", body, {**headers, "Typeform-Signature": "sha256=AAAA"})[0] == 401
+    assert InboundMessage.get().dedup_key == "form:tf:idem:ev-1"
+
+
+@pytest.mark.parametrize("age_ms, status", [(0, 202), (3_600_000, 401)])
+def test_webflow_signed_delivery(client, age_ms, status):
+    """A Webflow delivery verifies with X-Webflow-Timestamp/-Signature; an old one is refused."""
+    import hashlib
+    import hmac
+
+    body = json.dumps({"triggerType": "form_submission", "payload": {
+        "id": "wf-9", "data": {"Name": "Sarah", "Email": "sarah@techinnovators.example"}}}).encode()
+    timestamp = str(int(time.time() * 1000) - age_ms)
+    signature = hmac.new(SECRET.encode(), timestamp.encode() + b":" + body, hashlib.sha256).hexdigest()
+    assert client.request("POST", "/forms/wf", body, {
+        "Content-Type": "application/json", "X-Webflow-Timestamp": timestamp,
+        "X-Webflow-Signature": signature})[0] == status
