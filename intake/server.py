@@ -171,6 +171,8 @@ class BackgroundServer:
             self.loop.close()
 
     def __getattr__(self, name):
+        if name == "server":  # not built: Server() raised
+            raise AttributeError(name)
         return getattr(self.server, name)
 
 
