@@ -158,6 +158,12 @@ def main(argv=None):
         ruleset = rulesets.load_ruleset()
         print(f"SQLite, {len(ruleset.rules)} rules (version {ruleset.version}), "
               f"batches of {args.batch_size}, Python {sys.version.split()[0]}")
+        started = time.perf_counter()
+        for _ in range(1_000_000):
+            pass
+        load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+        print(f"machine: an empty 1e6-iteration loop takes {(time.perf_counter() - started) * 1e3:.0f} ms "
+              f"(~20-40 ms on an idle core); load average {load:.1f} on {os.cpu_count()} CPU(s)")
         quarter = args.leads // 4
         with db.atomic():
             add_leads(quarter, 0, organisations, rng)

@@ -70,6 +70,8 @@ ORGANISATION_FIELDS = ("name", "domain", "website", "size", "employees", "sector
 CONTACT_FIELDS = ("name", "email", "phone", "title")
 OPEN_PREFIXES = ("custom.", "signals.")
 
+_WORD_RE = re.compile(r"\w+")
+_ASCII_NON_WORD = {i: " " for i in range(128) if not re.match(r"\w", chr(i))}
 _PRIMARY_KEYS = ("value", "date", "amount", "count", "text", "name")
 
 
@@ -146,7 +148,7 @@ class LeadView:
     """
 
     __slots__ = ("lead", "_contact", "_organisation", "_cache", "_folded", "_reference", "_keys",
-                 "_numbers", "_dates")
+                 "_numbers", "_dates", "_words")
 
     _UNSET = object()
 
@@ -159,6 +161,7 @@ class LeadView:
         self._keys = {}
         self._numbers = {}
         self._dates = {}
+        self._words = {}
         self._reference = reference
 
     def _own(self, name):
@@ -198,8 +201,8 @@ class LeadView:
         except KeyError:
             pass
         value = self._lookup(field)
-        if value == "" or value == [] or value == {}:
-            value = None
+        if value is not None and not value and not isinstance(value, (int, float)):
+            value = None  # "", [] and {} are no value; 0 and False are
         self._cache[field] = value
         return value
 
@@ -228,6 +231,23 @@ class LeadView:
             date = self._dates[field] = to_date(self.get(field))
             return date
 
+    def words(self, field):
+        """The set of words of the folded value (empty when missing)."""
+        try:
+            return self._words[field]
+        except KeyError:
+            pass
+        value = self.get(field)
+        raw = None if value is None or isinstance(value, (list, tuple)) else str(value)
+        if raw is not None and raw.isascii():
+            # the same words as \w+ on the folded text, without a regex
+            words = frozenset(raw.lower().translate(_ASCII_NON_WORD).split())
+        else:
+            text = self.folded(field)
+            words = frozenset(_WORD_RE.findall(text)) if text else frozenset()
+        self._words[field] = words
+        return words
+
     def folded(self, field):
         """The value as folded text (lists joined), for word matching."""
         try:
@@ -251,7 +271,7 @@ class LeadView:
             kind, head, parts = _FIELD_KINDS.setdefault(field, _field_kind(field))
         if kind == "own":
             lead = self.lead
-            return lead.get(field) if isinstance(lead, dict) else getattr(lead, field, None)
+            return lead.get(field) if type(lead) is dict else getattr(lead, field, None)
         if kind == "text":
             subject, message = self._own("subject"), self._own("message")
             return "\n".join(p for p in (subject, message) if p) or None
@@ -698,7 +718,7 @@ class Check:
     """One compiled condition: ``test(view)`` -> bool, ``explain(view)`` -> reason."""
 
     __slots__ = ("condition", "field", "op", "value", "test", "_label", "_regex", "_reasons",
-                 "_relative")
+                 "_relative", "_duration", "_within")
 
     def __init__(self, condition):
         self.condition = condition = normalise_condition(condition)
@@ -707,7 +727,11 @@ class Check:
         self.value = value = condition.get("value")
         self._label = label(field)
         self._reasons = {}
-        self._relative = isinstance(value, str) and parse_duration(value) is not None
+        self._duration = parse_duration(value) if isinstance(value, str) else None
+        self._relative = self._duration is not None
+        amount = self._duration.amount if self._relative else 0
+        self._within = self._relative and ((op in ("lte", "lt") and amount >= 0)
+                                           or (op in ("gte", "gt") and amount <= 0))
         self.test = getattr(self, "_make_" + op)(field, value)
 
     # each _make_OP returns a fast function view -> bool
@@ -734,13 +758,22 @@ class Check:
         return lambda view: not inn(view)
 
     def _make_contains(self, field, value):
-        words = sorted({_fold(str(w)) for w in value}, key=lambda w: (-len(w), w))
-        regex = re.compile(r"(?<!\w)(?:" + "|".join(re.escape(w) for w in words) + r")(?!\w)")
-        self._regex = regex
+        # single words are looked up in the set of the text's words (one scan of
+        # the text per lead for every rule); phrases ("vice president") need a regex
+        words = list(dict.fromkeys(_fold(str(w)) for w in value))
+        singles = frozenset(w for w in words if _WORD_RE.fullmatch(w))
+        phrases = sorted((w for w in words if w not in singles), key=lambda w: (-len(w), w))
+        regex = re.compile(r"(?<!\w)(?:" + "|".join(re.escape(w) for w in phrases) + r")(?!\w)") \
+            if phrases else None
+        self._regex = (words, singles, regex)
 
         def test(view):
-            text = view.folded(field)
-            return text is not None and regex.search(text) is not None
+            tokens = view.words(field)
+            if not tokens:
+                return False
+            if not singles.isdisjoint(tokens):
+                return True
+            return regex is not None and regex.search(view.folded(field)) is not None
         return test
 
     def _make_matches(self, field, value):
@@ -801,12 +834,14 @@ class Check:
         if self.op in ("contains", "matches") or isinstance(got, (list, dict)):
             return self._explain(view, hit)
         key = (type(got), got, hit, view.reference if self._relative else None)
+        if self._relative and self._within:
+            key = (type(got), got, hit, None)  # "is within 3 months": the same from any date
         try:
             return self._reasons[key]
         except KeyError:
             pass
         reason = self._explain(view, hit)
-        if len(self._reasons) > 512:
+        if len(self._reasons) > 4096:
             self._reasons.clear()
         self._reasons[key] = reason
         return reason
@@ -815,9 +850,9 @@ class Check:
         name, op, value = self._label, self.op, self.value
         got = view.get(self.field)
         if op == "exists":
-            return f"{name} is given ({_show(got)})" if hit else f"{name} is missing"
+            return f"{name} is given" if hit else f"{name} is missing"
         if op == "missing":
-            return f"{name} is missing" if hit else f"{name} is given ({_show(got)})"
+            return f"{name} is missing" if hit else f"{name} is given"
         if got is None:
             return f"{name} is missing"
         shown = _show(got)
@@ -828,8 +863,15 @@ class Check:
             inside = (op == "in") == hit
             return f"{name} {shown!r} is {'' if inside else 'not '}one of {_show(value)}"
         if op == "contains":
-            m = self._regex.search(view.folded(self.field) or "")
-            return f"{name} contains {m.group(0)!r}" if m else f"{name} has none of {_show(value)}"
+            words, singles, regex = self._regex
+            tokens = view.words(self.field)
+            for word in words:
+                if word in singles and word in tokens:
+                    return f"{name} contains {word!r}"
+                if word not in singles and re.search(r"(?<!\w)" + re.escape(word) + r"(?!\w)",
+                                                     view.folded(self.field)):
+                    return f"{name} contains {word!r}"
+            return f"{name} has none of {_show(value)}"
         if op == "matches":
             for v in _items(got):
                 m = self._regex.search(str(v)[:MAX_MATCH_INPUT])
@@ -840,12 +882,11 @@ class Check:
 
     def _explain_compare(self, view, got, hit):
         name, op, value = self._label, self.op, self.value
-        words = {"gt": ("after", ">"), "gte": ("on or after", ">="),
-                 "lt": ("before", "<"), "lte": ("on or before", "<=")}[op]
+        words = _COMPARE_WORDS[op]
         if isinstance(value, str):
-            if to_date(got) is None:
+            if view.date(self.field) is None:
                 return f"{name} {_show(got)!r} is not a date"
-            days = parse_duration(value)
+            days = self._duration
             shown = _show(got)
             if days is not None:
                 if op in ("lte", "lt") and days.amount >= 0:
@@ -865,10 +906,14 @@ class Check:
         return f"{name} {_show(number)} {sign} {_show(value)}"
 
 
+_COMPARE_WORDS = {"gt": ("after", ">"), "gte": ("on or after", ">="),
+                  "lt": ("before", "<"), "lte": ("on or before", "<=")}
+
+
 class Matcher:
     """Compiled conditions joined by ``all`` or ``any``."""
 
-    __slots__ = ("checks", "match", "_tests", "_any", "fields", "relative")
+    __slots__ = ("checks", "match", "_tests", "_any", "fields", "relative", "presence_only")
 
     def __init__(self, conditions, match="all"):
         normalised = normalise_conditions(conditions, match)
@@ -880,6 +925,8 @@ class Matcher:
         # date when a duration is involved); lets a caller memoise answers
         self.fields = tuple(dict.fromkeys(c.field for c in self.checks))
         self.relative = any(c._relative for c in self.checks)
+        # only whether values are there matters (and is all the reasons say)
+        self.presence_only = all(c.op in ("exists", "missing") for c in self.checks)
 
     def test(self, view):
         """True when the conditions hold for ``view`` (no reasons: the fast path)."""

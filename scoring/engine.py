@@ -241,8 +241,9 @@ def rescore(ruleset=None, all_leads=False, since=None, batch_size=1000, progress
             last_id = batch.rows[-1]["id"]
             now = utcnow()
             params, moves = [], []
-            for row, view in batch.views():
-                result = ruleset.score(row, view)
+            pairs = list(batch.views())
+            results = ruleset.score_many([view for _, view in pairs])
+            for (row, _view), result in zip(pairs, results):
                 params.append((result.score, dumps(result.breakdown), result.version, now,
                                row["id"]))
                 transition = _transition(row["status"], result)

@@ -18,10 +18,11 @@ reason an admin can read: ``"timeline 2027-02-15 is within 90 days: +20"``.
 
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from leadflow.errors import LeadflowError
 from leadflow.scoring.conditions import (
+    LEAD_FIELDS,
     ConditionError,
     LeadView,
     Matcher,
@@ -179,7 +180,11 @@ class ScoreResult:
     version: int | None
     verdict: str | None = None
     disqualified_by: dict | None = None
-    hits: list = field(default_factory=list)  # rule ids that fired
+
+    @property
+    def hits(self):
+        """The ids of the rules that fired, in order."""
+        return [e["rule_id"] for e in self.breakdown if e["rule_id"] is not None]
 
     @property
     def qualified(self):
@@ -193,40 +198,63 @@ class ScoreResult:
 
 _MEMO_SIZE = 4096
 _MEMO_RESETS = 4
+_MEMO_TRIAL = 8192
+_OWN_COLUMNS = frozenset(LEAD_FIELDS) - {"text"}
 
 
 class _CompiledRule:
     """A rule ready to fire, with answers memoised by the values it reads.
 
     A rule's answer (and reason) depends only on the values of its fields (and
-    the reference date for durations), so leads that share them (the same
-    domain class, country, title...) reuse one answer and one breakdown entry.
-    Rules whose values hardly repeat (message text) stop memoising by
-    themselves after a few full memos.
+    the reference date for durations; for exists/missing only on whether the
+    values are there), so leads that share them (the same domain class,
+    country, title...) reuse one answer and one breakdown entry. Rules whose
+    values hardly repeat (message text) stop memoising by themselves after a
+    few full memos.
     """
 
-    __slots__ = ("rule", "matcher", "memo", "resets", "fields", "relative")
+    __slots__ = ("rule", "matcher", "memo", "resets", "fields", "relative", "presence",
+                 "lookups", "misses", "_template", "_suffix", "_json_head", "_json_tail")
 
     def __init__(self, rule):
         self.rule = rule
         self.matcher = Matcher(rule.conditions, rule.match)
         self.fields = self.matcher.fields
         self.relative = self.matcher.relative
+        self.presence = self.matcher.presence_only
         self.memo = {}
         self.resets = 0
+        self.lookups = self.misses = 0
+        if rule.verdict:
+            self._template = {"rule_id": rule.id, "rule": rule.name, "verdict": rule.verdict}
+            self._suffix = f": {rule.verdict}"
+        else:
+            self._template = {"rule_id": rule.id, "rule": rule.name, "points": rule.points}
+            self._suffix = f": {rule.points:+d}"
+        # sorted keys: points | reason | rule | rule_id | verdict
+        head = {k: v for k, v in self._template.items() if k < "reason"}
+        tail = {k: v for k, v in self._template.items() if k > "reason"}
+        self._json_head = "{" + "".join(f"{_dumps(k)}: {_dumps(v)}, " for k, v in sorted(head.items())) \
+            + '"reason": '
+        self._json_tail = "".join(f", {_dumps(k)}: {_dumps(v)}" for k, v in sorted(tail.items())) + "}"
+
+    def key(self, view):
+        get = view.get
+        if self.presence:
+            key = tuple(get(f) is None for f in self.fields)
+        elif len(self.fields) == 1:
+            key = get(self.fields[0])
+        else:
+            key = tuple(get(f) for f in self.fields)
+        return (key, view.reference) if self.relative else key
 
     def fire(self, view):
         """The breakdown entry when the rule fires on ``view``, else None."""
         memo = self.memo
         if memo is None:
             return self._answer(view)
-        get = view.get
-        if len(self.fields) == 1:
-            key = get(self.fields[0])
-        else:
-            key = tuple(get(f) for f in self.fields)
-        if self.relative:
-            key = (key, view.reference)
+        key = self.key(view)
+        self.lookups += 1
         try:
             return memo[key]
         except KeyError:
@@ -234,15 +262,53 @@ class _CompiledRule:
         except TypeError:  # a list or table value: not hashable, not memoised
             return self._answer(view)
 
+    def column(self, views):
+        """:meth:`fire` over many views: one entry (or None) per view."""
+        memo = self.memo
+        if memo is None:
+            answer = self._answer
+            return [answer(v) for v in views]
+        fields = self.fields
+        if self.presence:
+            keys = [tuple(v.get(f) is None for f in fields) for v in views]
+        elif len(fields) == 1:
+            field = fields[0]
+            if field in _OWN_COLUMNS and views and type(views[0].lead) is dict:
+                # a raw column value is as good a key as the cleaned one, and cheaper
+                keys = [v.lead.get(field) for v in views]
+            else:
+                keys = [v.get(field) for v in views]
+        else:
+            keys = [tuple(v.get(f) for f in fields) for v in views]
+        if self.relative:
+            keys = [(k, v.reference) for k, v in zip(keys, views)]
+        self.lookups += len(keys)
+        out = []
+        append = out.append
+        for key, view in zip(keys, views):
+            try:
+                append(memo[key])
+            except KeyError:
+                append(self.remember(key, view))
+            except TypeError:
+                append(self._answer(view))
+        return out
+
     def remember(self, key, view):
         memo = self.memo
         entry = self._answer(view)
+        if memo is None:
+            return entry
+        self.misses += 1
+        if self.lookups > _MEMO_TRIAL and self.misses * 2 > self.lookups:
+            self.memo = None  # values hardly repeat: memoising costs more than it saves
+            return entry
         if len(memo) >= _MEMO_SIZE:
             self.resets += 1
+            memo.clear()
             if self.resets >= _MEMO_RESETS:
                 self.memo = None
                 return entry
-            memo.clear()
         memo[key] = entry
         return entry
 
@@ -250,18 +316,22 @@ class _CompiledRule:
         if not self.matcher.test(view):
             return None
         rule = self.rule
-        text = "; ".join(self.matcher.reasons_for_hit(view))
-        if rule.verdict:
-            return _Entry(rule_id=rule.id, rule=rule.name, verdict=rule.verdict,
-                          reason=f"{text}: {rule.verdict}")
-        return _Entry(rule_id=rule.id, rule=rule.name, points=rule.points,
-                      reason=f"{text}: {rule.points:+d}")
+        reason = "; ".join(self.matcher.reasons_for_hit(view)) + self._suffix
+        entry = _Entry(self._template)
+        entry["reason"] = reason
+        # the JSON text json.dumps(entry, sort_keys=True) would give, without building it
+        entry._json = self._json_head + _dumps(reason) + self._json_tail
+        entry._rule = rule
+        return entry
+
+
+_dumps = json.JSONEncoder(ensure_ascii=False).encode
 
 
 class _Entry(dict):
     """A breakdown entry: a plain dict that also keeps its own JSON text."""
 
-    __slots__ = ("_json",)
+    __slots__ = ("_json", "_rule")
 
     def json(self):
         try:
@@ -307,48 +377,45 @@ class RuleSet:
         """
         if view is None:
             view = lead if isinstance(lead, LeadView) else LeadView(lead)
-        breakdown, hits = [], []
-        group_sums = {}
-        verdict, disqualified_by = None, None
+        fired = [e for e in (c.fire(view) for c in self._compiled) if e is not None]
+        return self._result(fired)
+
+    def score_many(self, views):
+        """Score many :class:`LeadView` s at once, rule by rule (column-wise): the same
+        results as :meth:`score` on each, for a fraction of the cost per lead."""
+        columns = [c.column(views) for c in self._compiled]
+        result = self._result
+        return [result([e for e in row if e is not None]) for row in zip(*columns)] \
+            if columns else [result([]) for _ in views]
+
+    def _result(self, fired):
         total = 0
-        get = view.get
-        for compiled in self._compiled:
-            # CompiledRule.fire, inlined: this loop runs rules x leads times
-            memo = compiled.memo
-            if memo is None:
-                entry = compiled._answer(view)
-            else:
-                fields = compiled.fields
-                key = get(fields[0]) if len(fields) == 1 else tuple(map(get, fields))
-                if compiled.relative:
-                    key = (key, view.reference)
-                try:
-                    entry = memo[key]
-                except KeyError:
-                    entry = compiled.remember(key, view)
-                except TypeError:
-                    entry = compiled._answer(view)
-            if entry is None:
-                continue
-            rule = compiled.rule
-            hits.append(rule.id)
+        verdict = disqualified_by = None
+        group_sums = None
+        for entry in fired:
+            rule = entry._rule
             if rule.verdict:
                 if disqualified_by is None:
                     verdict, disqualified_by = rule.verdict, entry
             else:
                 total += rule.points
                 if rule.group:
+                    if group_sums is None:
+                        group_sums = {}
                     group_sums[rule.group] = group_sums.get(rule.group, 0) + rule.points
-            breakdown.append(entry)
-        for group in sorted(group_sums):
-            cap = self.caps.get(group)
-            if cap is not None and group_sums[group] > cap:
-                cut = cap - group_sums[group]
-                total += cut
-                breakdown.append(_cap_entry(group, cap, group_sums[group], cut))
+        breakdown = fired
+        if group_sums:
+            for group in sorted(group_sums):
+                cap = self.caps.get(group)
+                if cap is not None and group_sums[group] > cap:
+                    cut = cap - group_sums[group]
+                    total += cut
+                    if breakdown is fired:
+                        breakdown = list(fired)
+                    breakdown.append(_cap_entry(group, cap, group_sums[group], cut))
         return ScoreResult(score=total, breakdown=breakdown, threshold=self.threshold,
                            version=self.version, verdict=verdict,
-                           disqualified_by=disqualified_by, hits=hits)
+                           disqualified_by=disqualified_by)
 
     def explain(self, lead, view=None):
         """Every rule with hit or miss and why: ``[(rule, hit, reasons)]``, disabled ones too."""

@@ -47,8 +47,8 @@ def simulate(proposed, current=None, batch_size=1000):
     sim = Simulation(threshold_before=current.threshold, threshold_after=proposed.threshold)
     extra = ("score", "name", "email")
     for batch in read_batches(proposed, None, batch_size, extra_columns=extra):
-        for row, view in batch.views():
-            result = proposed.score(row, view)
+        pairs = list(batch.views())
+        for (row, _view), result in zip(pairs, proposed.score_many([v for _, v in pairs])):
             before_score = row["score"] or 0
             was_disqualified = row["status"] == "disqualified"
             was_qualified = not was_disqualified and before_score >= current.threshold

@@ -186,7 +186,7 @@ def test_reasons_are_readable():
 def test_any_reports_only_the_conditions_that_hit():
     """For an 'any' hit, the reasons are those of the conditions that held."""
     conds = [parse_condition("website exists"), parse_condition("phone exists")]
-    assert evaluate(conds, "any", sarah()) == (True, ["phone is given (+31201234567)"])
+    assert evaluate(conds, "any", sarah()) == (True, ["phone is given"])
 
 
 @pytest.mark.parametrize("pattern, words", [

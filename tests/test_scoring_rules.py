@@ -48,7 +48,7 @@ def test_points_add_up_and_reasons_show_the_points():
     result = rs.score(lead(phone="+31201234567", signals={"timeline": {"date": "2027-02-01"}}))
     assert result.score == 30 and result.qualified and result.hits == [1, 2]
     assert result.breakdown == [
-        {"rule_id": 1, "rule": "phone", "points": 10, "reason": "phone is given (+31201234567): +10"},
+        {"rule_id": 1, "rule": "phone", "points": 10, "reason": "phone is given: +10"},
         {"rule_id": 2, "rule": "timeline", "points": 20,
          "reason": "timeline 2027-02-01 is within 90 days: +20"},
     ]
@@ -202,3 +202,20 @@ def test_find_by_id_or_name():
     rs = RuleSet([rule("Phone given", "phone exists", 1, rule_id=4)])
     assert rs.find(4).name == rs.find("4").name == rs.find("phone GIVEN").name == "Phone given"
     assert rs.find("5") is None and rs.find("nope") is None
+
+
+def test_scoring_many_at_once_gives_the_same_results():
+    """score_many (column-wise, memoised) equals score on each lead, entry for entry."""
+    from leadflow.scoring.conditions import LeadView
+
+    rs = starter_ruleset()
+    leads = [sarah()] + [lead(domain_class=dc, phone=phone, title=title, inquiry_count=n,
+                              signals={"timeline": {"date": f"2027-0{m}-10"}})
+                         for dc in ("company", "free", "disposable")
+                         for phone in (None, "+31201234567")
+                         for title in (None, "CTO", "Intern")
+                         for n in (1, 3) for m in (1, 6)]
+    many = rs.score_many([LeadView(x) for x in leads])
+    for one, batch in zip((starter_ruleset().score(x) for x in leads), many):
+        assert (one.score, one.breakdown, one.verdict, one.hits) == \
+            (batch.score, batch.breakdown, batch.verdict, batch.hits)
