@@ -379,8 +379,6 @@ def extract_fields(text, signature=None, *, name=None, email=None, region="NL", 
     phone_source = fields.get("phone", {}).get("source")
     put("country", lambda: phone_country(phone) if phone else None, phone_source, 0.6)
     put("country", lambda: _country_of_domain(address), "domain", 0.3)
-    if keys.get("message"):
-        fields["_message"] = keys["message"]
     return fields
 
 

@@ -266,8 +266,8 @@ def _parse(raw, settings):
 
     fields = extract_fields(own, None if colleague_wrote else signature, name=prospect_name, email=prospect_email, region=region,
                             internal_domains=internal_domains, source=key_source, sender_source=sender_source)
-    form_message = fields.pop("_message", None)
-    if key_source == "form" and form_message:
+    form_message = key_values(own).get("message") if key_source == "form" else None
+    if form_message:
         result.body = form_message[:MAX_BODY]   # the visitor's words, not the form's labels
     if result.needs_review and "email" in fields and is_internal(fields["email"]["value"]):
         del fields["email"]
