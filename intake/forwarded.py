@@ -15,10 +15,18 @@ the top-level call
   with a stray backtick in its expressions) and MailMate's
   ``Forwarded message:`` block.
 
-Our own fallbacks cover those, plus ``-----Original Message-----`` blocks and
-forwards as attachments (``message/rfc822``). Nested forwards are followed
-inwards while the sender found is internal: the prospect is the first sender
-outside our own domains.
+Our own fallbacks cover those, plus ``-----Original Message-----`` blocks,
+forwards without any separator line (Outlook's HTML forward draws a border
+instead: a From line with an address heading a block of header lines), and
+forwards as attachments (``message/rfc822``). A reply subject (``Re:``) means
+quoted history, not a forward. Nested forwards are followed inwards while the
+sender found is internal: the prospect is the first sender outside our own
+domains.
+
+Speed: the package tries ~70 separator and ~25 expressions per header field
+on the whole text. We skip separators whose fixed words are absent (a
+substring test), parse the header fields from the header block only, and skip
+To/Cc, which we do not use. Results on the shared corpus are unchanged (206/206).
 """
 
 import re
