@@ -15,8 +15,15 @@ The steps:
    words above the forward ``forwarder_note``. An internal sender with no
    findable original is flagged ``needs_review`` and no prospect address is
    set, so that the lead is never filed under our own colleague;
-4. split the prospect's words from quoted history and signature, then read the
-   fields and buying signals (``extract``).
+4. web-form notifications (sent by ``noreply@``/``wordpress@``-like robots,
+   directly or forwarded by a colleague) are the visitor's: from ``Reply-To``,
+   else from the ``Email:`` line, with the ``Message:`` field as the body;
+5. split the prospect's words from quoted history and signature, then read the
+   fields and buying signals (``extract``). A colleague's own signature is never
+   read as the prospect's details.
+
+Replies are only reported (``in_reply_to``, ``references``); the pipeline
+matches them to stored inquiries.
 """
 
 import logging
