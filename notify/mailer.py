@@ -22,7 +22,6 @@ The call blocks (smtplib); code on the asyncio loop calls it through
 import logging
 import os
 import smtplib
-import socket
 import ssl
 
 from leadflow.errors import LeadflowError

@@ -1,7 +1,6 @@
 """Daily digests: claimed in the database, sent once per rep and local date, content per rep."""
 
 import datetime
-import os
 import subprocess
 import sys
 import time
@@ -16,7 +15,6 @@ from leadflow.store.models import (
     Activity,
     DigestLog,
     InboundMessage,
-    Lead,
     Opportunity,
     Organisation,
     Rep,
