@@ -277,6 +277,15 @@ class FormCache:
         self._cache = {}
         self._lock = threading.Lock()
 
+    def cached(self, name):
+        """The form if known without the database (config, or fresh in the cache), else None."""
+        if name in self._static:
+            return self._static[name]
+        hit = self._cache.get(name)
+        if hit and time.monotonic() - hit[0] < self.ttl:
+            return hit[1]
+        return None
+
     def get(self, name):
         """Blocking (database): call through ``run_sync``."""
         if name in self._static:

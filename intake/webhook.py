@@ -314,7 +314,8 @@ class WebhookApp:
 
     async def _form(self, name):
         """The form definition (raises when the database cannot be read)."""
-        return await run_sync(self.forms.get, name)
+        form = self.forms.cached(name)
+        return form if form is not None else await run_sync(self.forms.get, name)
 
     @staticmethod
     def _cors(form, origin):
