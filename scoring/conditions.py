@@ -913,7 +913,8 @@ _COMPARE_WORDS = {"gt": ("after", ">"), "gte": ("on or after", ">="),
 class Matcher:
     """Compiled conditions joined by ``all`` or ``any``."""
 
-    __slots__ = ("checks", "match", "_tests", "_any", "fields", "relative", "presence_only")
+    __slots__ = ("checks", "match", "_tests", "_any", "fields", "relative", "presence_only",
+                 "relative_stable")
 
     def __init__(self, conditions, match="all"):
         normalised = normalise_conditions(conditions, match)
@@ -927,6 +928,11 @@ class Matcher:
         self.relative = any(c._relative for c in self.checks)
         # only whether values are there matters (and is all the reasons say)
         self.presence_only = all(c.op in ("exists", "missing") for c in self.checks)
+        # durations phrased "within N days": the reasons do not depend on the date
+        # counted from, only whether the rule holds does
+        # (with "any", which conditions held could differ: not stable)
+        self.relative_stable = (self.relative and (match == "all" or len(self.checks) == 1)
+                                and all(c._within for c in self.checks if c._relative))
 
     def test(self, view):
         """True when the conditions hold for ``view`` (no reasons: the fast path)."""

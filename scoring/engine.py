@@ -77,7 +77,7 @@ def score_lead(lead, ruleset=None, save=True):
     transition = apply_result(lead, result, now)
     if save and lead.id is not None:
         lead.updated_at = now
-        lead.save()
+        lead.save(only=lead.dirty_fields)  # what scoring changed, not every column
     if transition:
         log.info("lead #%s: %s (score %s, rule set v%s)", lead.id, transition, result.score,
                  result.version)
@@ -93,7 +93,13 @@ class ScoreStep:
     def process(self, item):
         if item.lead is None:
             return
-        score_lead(item.lead)
+        cache = getattr(item, "cache", None)
+        ruleset = None
+        if cache is not None:
+            if "ruleset" not in cache:
+                cache["ruleset"] = load_ruleset()
+            ruleset = cache["ruleset"]
+        score_lead(item.lead, ruleset)
 
 
 # ---------------------------------------------------------------------------

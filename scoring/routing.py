@@ -341,7 +341,13 @@ class AssignStep:
                     reason = f"organisation {org.name!r} is owned by {org.owner.name}"
                     _write(lead, org.owner, reason, lead.assigned_at or utcnow())
             return
-        assign_lead(lead, item.config)
+        cache = getattr(item, "cache", None)
+        rules = None
+        if cache is not None:
+            if "routing_rules" not in cache:
+                cache["routing_rules"] = load_rules()
+            rules = cache["routing_rules"]
+        assign_lead(lead, item.config, rules=rules)
 
 
 def team_names():

@@ -199,6 +199,7 @@ class ScoreResult:
 _MEMO_SIZE = 4096
 _MEMO_RESETS = 4
 _MEMO_TRIAL = 8192
+_MISS = object()
 _OWN_COLUMNS = frozenset(LEAD_FIELDS) - {"text"}
 
 
@@ -240,13 +241,16 @@ class _CompiledRule:
 
     def key(self, view):
         get = view.get
-        if self.presence:
-            key = tuple(get(f) is None for f in self.fields)
-        elif len(self.fields) == 1:
-            key = get(self.fields[0])
+        if len(self.fields) == 1:
+            key = get(self.fields[0]) is None if self.presence else get(self.fields[0])
+        elif self.presence:
+            key = tuple([get(f) is None for f in self.fields])
         else:
-            key = tuple(get(f) for f in self.fields)
-        return (key, view.reference) if self.relative else key
+            key = tuple([get(f) for f in self.fields])
+        if not self.relative:
+            return key
+        return (key, self.matcher.test(view)) if self.matcher.relative_stable else \
+            (key, view.reference)
 
     def fire(self, view):
         """The breakdown entry when the rule fires on ``view``, else None."""
@@ -262,36 +266,52 @@ class _CompiledRule:
         except TypeError:  # a list or table value: not hashable, not memoised
             return self._answer(view)
 
-    def column(self, views):
-        """:meth:`fire` over many views: one entry (or None) per view."""
+    def column(self, views, gets=None):
+        """:meth:`fire` over many views: one entry (or None) per view.
+
+        ``gets`` may hold each view's bound ``get`` (shared by all rules of a batch).
+        """
         memo = self.memo
         if memo is None:
             answer = self._answer
             return [answer(v) for v in views]
+        if gets is None:
+            gets = [v.get for v in views]
         fields = self.fields
-        if self.presence:
-            keys = [tuple(v.get(f) is None for f in fields) for v in views]
-        elif len(fields) == 1:
+        if len(fields) == 1:
             field = fields[0]
-            if field in _OWN_COLUMNS and views and type(views[0].lead) is dict:
+            if self.presence:
+                keys = [g(field) is None for g in gets]
+            elif field in _OWN_COLUMNS and views and type(views[0].lead) is dict:
                 # a raw column value is as good a key as the cleaned one, and cheaper
                 keys = [v.lead.get(field) for v in views]
             else:
-                keys = [v.get(field) for v in views]
+                keys = [g(field) for g in gets]
+        elif self.presence:
+            keys = [tuple([g(f) is None for f in fields]) for g in gets]
         else:
-            keys = [tuple(v.get(f) for f in fields) for v in views]
+            keys = [tuple([g(f) for f in fields]) for g in gets]
         if self.relative:
-            keys = [(k, v.reference) for k, v in zip(keys, views)]
+            if self.matcher.relative_stable:
+                test = self.matcher.test
+                keys = [(k, test(v)) for k, v in zip(keys, views)]
+            else:
+                keys = [(k, v.reference) for k, v in zip(keys, views)]
         self.lookups += len(keys)
-        out = []
-        append = out.append
-        for key, view in zip(keys, views):
-            try:
-                append(memo[key])
-            except KeyError:
-                append(self.remember(key, view))
-            except TypeError:
-                append(self._answer(view))
+        lookup = memo.get
+        try:
+            out = [lookup(k, _MISS) for k in keys]
+        except TypeError:  # list or table values: not hashable, answered one by one
+            out = []
+            for key, view in zip(keys, views):
+                try:
+                    out.append(memo.get(key, _MISS))
+                except TypeError:
+                    out.append(self._answer(view))
+        if _MISS in out:
+            for i, entry in enumerate(out):
+                if entry is _MISS:
+                    out[i] = self.remember(keys[i], views[i])
         return out
 
     def remember(self, key, view):
@@ -383,7 +403,8 @@ class RuleSet:
     def score_many(self, views):
         """Score many :class:`LeadView` s at once, rule by rule (column-wise): the same
         results as :meth:`score` on each, for a fraction of the cost per lead."""
-        columns = [c.column(views) for c in self._compiled]
+        gets = [v.get for v in views]
+        columns = [c.column(views, gets) for c in self._compiled]
         result = self._result
         return [result([e for e in row if e is not None]) for row in zip(*columns)] \
             if columns else [result([]) for _ in views]

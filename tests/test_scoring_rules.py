@@ -219,3 +219,19 @@ def test_scoring_many_at_once_gives_the_same_results():
     for one, batch in zip((starter_ruleset().score(x) for x in leads), many):
         assert (one.score, one.breakdown, one.verdict, one.hits) == \
             (batch.score, batch.breakdown, batch.verdict, batch.hits)
+
+
+def test_memoised_answers_follow_the_reference_date():
+    """The same timeline from different inquiry dates: hit or miss per lead, reasons right."""
+    from leadflow.scoring.conditions import LeadView
+
+    rs = RuleSet([rule("soon", "signals.timeline within 90d", 20, rule_id=1),
+                  rule("soon-or-phone", ["signals.timeline within 90d", "phone exists"], 5,
+                       match="any", rule_id=2)])
+    leads = [lead(signals={"timeline": {"date": "2027-01-15"}}, phone="1",
+                  last_inquiry_at=datetime.datetime(2026, month, 1)) for month in (11, 6, 11, 6)]
+    for results in (rs.score_many([LeadView(x) for x in leads]), [rs.score(x) for x in leads]):
+        assert [r.score for r in results] == [25, 5, 25, 5]
+        assert [e["reason"] for e in results[1].breakdown] == ["phone is given: +5"]
+        assert results[0].breakdown[1]["reason"] == \
+            "timeline 2027-01-15 is within 90 days; phone is given: +5"
