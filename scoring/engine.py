@@ -16,8 +16,11 @@ are a person's decisions. Only the score and its breakdown follow the rules.
 
 :func:`rescore` rescores stored leads in batches of ``batch_size``, in id
 order, one transaction per batch: it reads only the columns the rules look
-at, fetches the batch's organisations and contacts in one query each, and
-writes the batch with one ``executemany``. By default it picks the leads not
+at (straight from the cursor, without model objects), fetches the batch's
+organisations and contacts in one query each, scores the batch rule by rule
+(:meth:`RuleSet.score_many`: answers memoised per rule and value), and writes
+it with one ``executemany``. Memory stays that of one batch, whatever the
+number of leads. By default it picks the leads not
 scored by the current version, so stopping it and running it again simply
 carries on where it stopped.
 """
