@@ -160,7 +160,12 @@ def _outcome_options(fn):
 @pass_app
 def add_rule(app, name, conditions, match, points, disqualify, group, description, disabled,
              rescore):
-    """Add a rule, e.g. ``rules add fast-buyer --when 'signals.timeline within 90d' --points 20``."""
+    """Add a rule: conditions (--when), then --points N or --disqualify.
+
+    \b
+    leadflow rules add fast-buyer --when 'signals.timeline within 3m' --points 20 --group intent
+    leadflow rules add students --when 'title contains student, intern' --disqualify
+    """
     if not conditions:
         raise click.UsageError("give at least one --when condition")
     if points is None and not disqualify:
@@ -187,7 +192,7 @@ def add_rule(app, name, conditions, match, points, disqualify, group, descriptio
 @pass_app
 def edit_rule(app, rule, new_name, conditions, match, points, disqualify, group, description,
               no_group, rescore):
-    """Change a rule; ``--when`` replaces all its conditions."""
+    """Change a rule (by id or name); --when replaces all its conditions."""
     if points is not None and disqualify:
         raise click.UsageError("give either --points or --disqualify, not both")
     changes = {}
@@ -262,7 +267,7 @@ def threshold(app, value, rescore):
 @click.option("--rescore", is_flag=True, help="Rescore the stored leads after the change.")
 @pass_app
 def cap(app, group, value, remove, rescore):
-    """Show or set the most points GROUP can add (e.g. ``rules cap fit 50``)."""
+    """Show or set a group's cap: the most points its rules add together."""
     _open(app)
     if value is None and not remove:
         click.echo(rulesets.load_ruleset().caps.get(group, "no cap"))
@@ -309,7 +314,7 @@ def _read_rules_file(file):
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @pass_app
 def import_(app, file, dry_run, rescore, as_json):
-    """Replace the rule set by FILE (TOML), as one new version, after showing the diff."""
+    """Load FILE (TOML) as the rule set: validated, diff shown, one new version."""
     _open(app)
     proposed = _read_rules_file(file)
     try:
@@ -337,7 +342,7 @@ def import_(app, file, dry_run, rescore, as_json):
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @pass_app
 def test(app, target, as_json):
-    """Every rule on a lead (LEAD_ID) or a mail file (FILE.eml): hit or miss, and why."""
+    """Try every rule on a lead (LEAD_ID) or a mail file (FILE.eml): hit or miss, and why."""
     from leadflow.store.models import Lead
 
     _open(app)
@@ -454,7 +459,7 @@ def rollback(app, version, rescore):
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @pass_app
 def report(app, as_json):
-    """How well 'qualified' predicted known outcomes, and each rule's won rate."""
+    """How well 'qualified' predicted outcomes; each rule's won rate when it fired."""
     _open(app)
     data = report_module.outcome_report()
     if as_json:
