@@ -2,7 +2,7 @@
 
 The worker claims waiting inbound rows with ``pipeline.claim_pending`` (on
 PostgreSQL ``FOR UPDATE SKIP LOCKED``: several instances share one queue) and
-runs ``pipeline.process_inbound`` on each, in the database thread pool; the
+runs ``pipeline.process_many`` on groups of them, in the database thread pool; the
 loop never blocks. It wakes at once when the SMTP listener or the webhook
 commits a new row (:meth:`Worker.notify`), so local intake waits for no
 poll; every ``worker.sweep_seconds`` it also looks by itself, which catches
@@ -134,21 +134,25 @@ class Worker:
         if not ids:
             return None
         created = []
-        for position, inbound_id in enumerate(ids):
+        for start in range(0, len(ids), pipeline.GROUP_SIZE):
             if self._stopping:
                 with self._gate():
-                    release(ids[position:], self.worker_id)
+                    release(ids[start:], self.worker_id)
                 break
+            group = ids[start:start + pipeline.GROUP_SIZE]
             started = time.perf_counter()
             with self._gate():
-                outcome = pipeline.process_inbound(inbound_id, self.config)
-            self.processed += 1
-            if self.metrics is not None:
-                self.metrics.processed[outcome] += 1
-                self.metrics.processing_seconds += time.perf_counter() - started
-                self.metrics.processing_count += 1
-            if outcome == "created":
-                created.append(inbound_id)
+                outcomes = pipeline.process_many(group, self.config)
+            elapsed = time.perf_counter() - started
+            for inbound_id in group:
+                outcome = outcomes[inbound_id]
+                self.processed += 1
+                if self.metrics is not None:
+                    self.metrics.processed[outcome] += 1
+                    self.metrics.processing_seconds += elapsed / len(group)
+                    self.metrics.processing_count += 1
+                if outcome == "created":
+                    created.append(inbound_id)
         return created
 
     def _gate(self):
