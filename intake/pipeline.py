@@ -376,7 +376,7 @@ def process_inbound(inbound_id, config, steps=None):
     return process_many([inbound_id], config, steps)[inbound_id]
 
 
-def process_many(inbound_ids, config, steps=None):
+def process_many(inbound_ids, config, steps=None, stop_early=None):
     """Run the pipeline over several stored inquiries; their outcomes by id.
 
     The group shares one transaction (one commit, one fsync) and a cache for
@@ -384,18 +384,22 @@ def process_many(inbound_ids, config, steps=None):
     inquiry runs in a savepoint of its own: one that fails is rolled back
     alone and marked failed; the others commit. Should the commit itself fail,
     each inquiry is tried again in a transaction of its own.
+
+    ``stop_early()``, asked after each inquiry, ends the group there (so that
+    a waiting intake commit gets SQLite's write lock); the outcomes then cover
+    only the inquiries processed, always at least one.
     """
     steps = STEPS if steps is None else steps
     if len(inbound_ids) > 1:
         try:
-            return _process_group(inbound_ids, config, steps)
+            return _process_group(inbound_ids, config, steps, stop_early=stop_early)
         except Exception as exc:  # noqa: BLE001 - fall back to one transaction each
             log.warning("group of %d inquiries could not commit (%s); one by one",
                         len(inbound_ids), exc)
     return {i: _process_group([i], config, steps, fallback=True)[i] for i in inbound_ids}
 
 
-def _process_group(inbound_ids, config, steps, fallback=False):
+def _process_group(inbound_ids, config, steps, fallback=False, stop_early=None):
     cache = {}
     outcomes, failures = {}, {}
     try:
@@ -412,6 +416,8 @@ def _process_group(inbound_ids, config, steps, fallback=False):
                     log.error("inbound #%s: failed in %s: %s", inbound_id, current["name"], exc)
                     log.debug("inbound #%s: %s", inbound_id, traceback.format_exc())
                     failures[inbound_id] = (current["name"], f"{type(exc).__name__}: {exc}")
+                if stop_early is not None and stop_early():
+                    break
             for inbound_id, (step, error) in failures.items():
                 _mark_failed(inbound_id, step, error)
                 outcomes[inbound_id] = "failed"

@@ -74,6 +74,10 @@ class WriteGate:
         finally:
             self._release()
 
+    def intake_waiting(self):
+        """True while an intake commit waits for the write lock."""
+        return self._intake_waiting > 0
+
     def _release(self):
         with self._condition:
             self._busy = False
@@ -134,22 +138,24 @@ class Worker:
         if not ids:
             return None
         created = []
-        for start in range(0, len(ids), pipeline.GROUP_SIZE):
+        stop_early = self.gate.intake_waiting if self.gate is not None else None
+        position = 0
+        while position < len(ids):
             if self._stopping:
                 with self._gate():
-                    release(ids[start:], self.worker_id)
+                    release(ids[position:], self.worker_id)
                 break
-            group = ids[start:start + pipeline.GROUP_SIZE]
+            group = ids[position:position + pipeline.GROUP_SIZE]
             started = time.perf_counter()
             with self._gate():
-                outcomes = pipeline.process_many(group, self.config)
+                outcomes = pipeline.process_many(group, self.config, stop_early=stop_early)
             elapsed = time.perf_counter() - started
-            for inbound_id in group:
-                outcome = outcomes[inbound_id]
+            position += len(outcomes)
+            for inbound_id, outcome in outcomes.items():
                 self.processed += 1
                 if self.metrics is not None:
                     self.metrics.processed[outcome] += 1
-                    self.metrics.processing_seconds += elapsed / len(group)
+                    self.metrics.processing_seconds += elapsed / len(outcomes)
                     self.metrics.processing_count += 1
                 if outcome == "created":
                     created.append(inbound_id)
