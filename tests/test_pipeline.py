@@ -146,3 +146,34 @@ def test_process_pending_drains_the_queue(database, config):
         store_inbound("email", mail(sender=f"P{i} <p{i}@firm{i}.example>", message_id=f"<p{i}@x>"))
     assert pipeline.process_pending(config) == {"created": 3}
     assert pipeline.process_pending(config) == {}
+
+
+class FailOnSubject:
+    name = "picky"
+    description = "fails for one subject only"
+
+    def process(self, item):
+        if item.parsed.subject == "Poison":
+            raise ValueError("poisoned")
+
+
+def test_group_failure_rolls_back_alone(database, config):
+    """In a group sharing one transaction, a failing inquiry is rolled back alone."""
+    ids = [store_inbound("cli", mail(sender=f"P{i} <p{i}@firm{i}.example>", message_id=f"<g{i}@x>",
+                                     subject="Poison" if i == 1 else "Fine")).id for i in range(3)]
+    steps = pipeline.STEPS[:-1] + [FailOnSubject()] + pipeline.STEPS[-1:]
+    outcomes = pipeline.process_many(ids, config, steps=steps)
+    assert outcomes == {ids[0]: "created", ids[1]: "failed", ids[2]: "created"}
+    failed = InboundMessage.get_by_id(ids[1])
+    assert (failed.status, failed.failed_step, failed.error) == ("failed", "picky", "ValueError: poisoned")
+    assert sorted(lead.email for lead in Lead.select()) == ["p0@firm0.example", "p2@firm2.example"]
+    assert Activity.select().count() == 2
+
+
+def test_group_stops_early_when_asked(database, config):
+    """stop_early ends a group after the inquiry in progress; the rest stay waiting."""
+    ids = [store_inbound("cli", mail(sender=f"P{i} <p{i}@firm{i}.example>", message_id=f"<s{i}@x>")).id
+           for i in range(4)]
+    outcomes = pipeline.process_many(ids, config, stop_early=lambda: True)
+    assert outcomes == {ids[0]: "created"}
+    assert [InboundMessage.get_by_id(i).status for i in ids] == ["done", "new", "new", "new"]
