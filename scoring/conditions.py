@@ -147,8 +147,7 @@ class LeadView:
     they are read through the lead's foreign keys. Values are cached per view.
     """
 
-    __slots__ = ("lead", "_contact", "_organisation", "_cache", "_folded", "_reference", "_keys",
-                 "_numbers", "_dates", "_words")
+    __slots__ = ("lead", "_contact", "_organisation", "_cache", "_reference")
 
     _UNSET = object()
 
@@ -156,12 +155,7 @@ class LeadView:
         self.lead = lead
         self._contact = contact
         self._organisation = organisation
-        self._cache = {}
-        self._folded = {}
-        self._keys = {}
-        self._numbers = {}
-        self._dates = {}
-        self._words = {}
+        self._cache = {}  # field -> value; (kind, field) -> derived (folded, words, ...)
         self._reference = reference
 
     def _own(self, name):
@@ -209,32 +203,32 @@ class LeadView:
     def keys(self, field):
         """The value's comparison keys (a frozenset; one per list item), for eq and in."""
         try:
-            return self._keys[field]
+            return self._cache[("keys", field)]
         except KeyError:
             pass
         value = self.get(field)
         keys = frozenset() if value is None else frozenset(_eq_key(v) for v in _items(value))
-        self._keys[field] = keys
+        self._cache[("keys", field)] = keys
         return keys
 
     def number(self, field):
         try:
-            return self._numbers[field]
+            return self._cache[("number", field)]
         except KeyError:
-            number = self._numbers[field] = to_number(self.get(field))
+            number = self._cache[("number", field)] = to_number(self.get(field))
             return number
 
     def date(self, field):
         try:
-            return self._dates[field]
+            return self._cache[("date", field)]
         except KeyError:
-            date = self._dates[field] = to_date(self.get(field))
+            date = self._cache[("date", field)] = to_date(self.get(field))
             return date
 
     def words(self, field):
         """The set of words of the folded value (empty when missing)."""
         try:
-            return self._words[field]
+            return self._cache[("words", field)]
         except KeyError:
             pass
         value = self.get(field)
@@ -245,13 +239,13 @@ class LeadView:
         else:
             text = self.folded(field)
             words = frozenset(_WORD_RE.findall(text)) if text else frozenset()
-        self._words[field] = words
+        self._cache[("words", field)] = words
         return words
 
     def folded(self, field):
         """The value as folded text (lists joined), for word matching."""
         try:
-            return self._folded[field]
+            return self._cache[("folded", field)]
         except KeyError:
             pass
         value = self.get(field)
@@ -261,7 +255,7 @@ class LeadView:
             text = _fold(" \n ".join(str(v) for v in value))
         else:
             text = _fold(str(value))
-        self._folded[field] = text
+        self._cache[("folded", field)] = text
         return text
 
     def _lookup(self, field):

@@ -109,16 +109,17 @@ class ScoreStep:
 # batches
 
 def needed_columns(ruleset):
-    """The Lead columns the rules read (plus what scoring itself needs)."""
+    """The Lead columns the rules read (plus what scoring itself needs), and per
+    related table (organisation, contact) the columns read there."""
     columns = {"id", "status", "last_inquiry_at", "created_at"}
-    related = set()
+    related = {}
     for rule in ruleset.rules:
         for condition in rule.conditions:
-            head = condition["field"].split(".", 1)[0]
+            head, _, rest = condition["field"].partition(".")
             if condition["field"] == "text":
                 columns |= {"subject", "message"}
             elif head in ("organisation", "contact"):
-                related.add(head)
+                related.setdefault(head, {"id"}).add(rest)
                 columns.add(head)
             elif head in ("signals", "custom") or condition["field"] in LEAD_FIELDS:
                 columns.add(head)
@@ -168,11 +169,11 @@ def _rows(query, names, fields):
     return rows
 
 
-def _related(model, ids):
+def _related(model, ids, names):
     if not ids:
         return {}
-    fields = list(model._meta.sorted_fields)
-    names = [f.name for f in fields]
+    names = sorted(names)
+    fields = [model._meta.fields[n] for n in names]
     rows = _rows(model.select(*fields).where(model.id.in_(sorted(ids))), names, fields)
     return {r["id"]: r for r in rows}
 
@@ -194,9 +195,11 @@ def read_batches(ruleset, where=None, batch_size=1000, extra_columns=()):
         batch = Batch(rows)
         if "organisation" in related:
             batch.organisations = _related(
-                Organisation, {r["organisation"] for r in rows if r.get("organisation")})
+                Organisation, {r["organisation"] for r in rows if r.get("organisation")},
+                related["organisation"])
         if "contact" in related:
-            batch.contacts = _related(Contact, {r["contact"] for r in rows if r.get("contact")})
+            batch.contacts = _related(Contact, {r["contact"] for r in rows if r.get("contact")},
+                                      related["contact"])
         yield batch
 
 
