@@ -63,8 +63,10 @@ LEAD_FIELDS = (
     "name", "email", "phone", "company", "title", "website", "country",
     "subject", "message", "channel", "form", "source", "submitted_by", "status",
     "inquiry_count", "domain_class", "email_domain", "needs_review",
-    "created_at", "first_inquiry_at", "last_inquiry_at", "text",
+    "created_at", "first_inquiry_at", "last_inquiry_at", "text", "score",
 )
+# Read by routing, never by scoring rules (a score cannot depend on itself).
+NOT_FOR_SCORING = frozenset({"score"})
 ORGANISATION_FIELDS = ("name", "domain", "website", "size", "employees", "sector", "needs",
                        "country")
 CONTACT_FIELDS = ("name", "email", "phone", "title")

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from leadflow.errors import LeadflowError
 from leadflow.scoring.conditions import (
     LEAD_FIELDS,
+    NOT_FOR_SCORING,
     ConditionError,
     LeadView,
     Matcher,
@@ -118,6 +119,11 @@ def validate_rule(data, where=None):
         conditions = normalise_conditions(conditions, match)
     except ConditionError as exc:
         raise RuleError(name, exc.where, exc.problem) from None
+    for i, condition in enumerate(conditions):
+        if condition["field"] in NOT_FOR_SCORING:
+            raise RuleError(name, f"conditions[{i}].field",
+                            f"{condition['field']!r} cannot be scored on: a score cannot depend on "
+                            "itself (routing rules may use it)")
     verdict = data.get("verdict") or None
     points = data.get("points", 0)
     if points is None:

@@ -218,3 +218,20 @@ def test_pipeline_assigns_and_keeps_the_organisations_owner(database, config, ma
     assert (row.owner_id, row.assignment_reason) == (
         owner.id, "organisation 'Tech Innovators Inc.' is owned by Olga")
     assert Activity.get(Activity.kind == "assignment").rep_id == owner.id
+
+
+def test_routing_on_score(database):
+    """Routing rules may read the score: hot leads go to the senior rep, the rest to the team."""
+    senior, junior = rep("Ada", team="Senior"), rep("Bob", team="Inside")
+    add_rule("hot", [cond("score >= 80")], team="Senior")
+    add_rule("rest", [], team="Inside")
+    hot, warm = lead(1, score=85), lead(2, score=40)
+    assert assign(hot) == senior and assign(warm, 1) == junior
+
+
+def test_scoring_rules_cannot_read_the_score():
+    """A scoring rule on `score` is refused, naming the rule and the field."""
+    from leadflow.scoring.rules import RuleError, validate_rule
+
+    with pytest.raises(RuleError, match=r"rule 'loop': conditions\[0\]\.field: 'score' cannot be"):
+        validate_rule({"name": "loop", "conditions": [cond("score >= 10")], "points": 5})
