@@ -497,15 +497,13 @@ def inbox_retry(app, inbound_ids, all_failed):
 # -- other areas register their commands here ------------------------------------
 
 def _register_all():
-    import importlib
+    from leadflow.intake import commands as intake_commands
+    from leadflow.notify import commands as notify_commands
+    from leadflow.scoring import commands as scoring_commands
+    from leadflow.store import commands as store_commands
 
-    for module in ("leadflow.scoring.commands", "leadflow.intake.commands",
-                   "leadflow.store.commands", "leadflow.notify.commands"):
-        try:
-            importlib.import_module(module).register(main)
-        except ModuleNotFoundError as exc:
-            if exc.name != module:
-                raise
+    for module in (scoring_commands, intake_commands, store_commands, notify_commands):
+        module.register(main)
 
 
 _register_all()
