@@ -160,6 +160,36 @@ def cli(database_url, tmp_path, monkeypatch):
 
 
 @pytest.fixture
+def refuse_inbound_writes(database):
+    """A context manager in which the database itself refuses inbound inserts (a trigger).
+
+    A real refusal by the database, not a mock: for the 451/503 storage-failure tests.
+    """
+    from contextlib import contextmanager
+
+    from leadflow.store.database import is_postgres
+
+    @contextmanager
+    def refusing():
+        if is_postgres(database):
+            database.execute_sql(
+                "CREATE OR REPLACE FUNCTION refuse_inbound() RETURNS trigger AS $$ "
+                "BEGIN RAISE EXCEPTION 'refused by test'; END $$ LANGUAGE plpgsql")
+            database.execute_sql("CREATE TRIGGER refuse_inbound BEFORE INSERT ON inbound_message "
+                                 "FOR EACH ROW EXECUTE FUNCTION refuse_inbound()")
+        else:
+            database.execute_sql("CREATE TRIGGER refuse_inbound BEFORE INSERT ON inbound_message "
+                                 "BEGIN SELECT RAISE(ABORT, 'refused by test'); END")
+        try:
+            yield
+        finally:
+            database.execute_sql("DROP TRIGGER IF EXISTS refuse_inbound"
+                                 + (" ON inbound_message" if is_postgres(database) else ""))
+
+    return refusing
+
+
+@pytest.fixture
 def mail_fixture():
     """Path of a mail fixture under tests/fixtures/mail/ by file name."""
     def get(name):

@@ -8,7 +8,6 @@ import pytest
 
 from leadflow.intake.server import BackgroundServer
 from leadflow.intake.smtp import accepts
-from leadflow.store.database import is_postgres
 from leadflow.store.models import InboundMessage, Lead
 
 pytestmark = pytest.mark.timeout(60)
@@ -40,23 +39,6 @@ def serve(config, database):
 def connect(server):
     host, port = server.smtp_address
     return smtplib.SMTP(host, port, timeout=10)
-
-
-def refuse_inbound_writes(database):
-    """Make the database itself refuse inserts into inbound_message (a trigger)."""
-    if is_postgres(database):
-        database.execute_sql("CREATE OR REPLACE FUNCTION refuse_inbound() RETURNS trigger AS $$ "
-                             "BEGIN RAISE EXCEPTION 'refused by test'; END $$ LANGUAGE plpgsql")
-        database.execute_sql("CREATE TRIGGER refuse_inbound BEFORE INSERT ON inbound_message "
-                             "FOR EACH ROW EXECUTE FUNCTION refuse_inbound()")
-    else:
-        database.execute_sql("CREATE TRIGGER refuse_inbound BEFORE INSERT ON inbound_message "
-                             "BEGIN SELECT RAISE(ABORT, 'refused by test'); END")
-
-    def restore():
-        database.execute_sql("DROP TRIGGER IF EXISTS refuse_inbound"
-                             + (" ON inbound_message" if is_postgres(database) else ""))
-    return restore
 
 
 @pytest.mark.parametrize("address, accept, ok", [
@@ -148,11 +130,10 @@ def test_duplicate_delivery_stored_once(serve):
     assert rows[1].duplicate_of_id == rows[0].id
 
 
-def test_storage_failure_451_nothing_written(serve, database):
+def test_storage_failure_451_nothing_written(serve, database, refuse_inbound_writes):
     """When the database refuses the write: 451 4.3.0, no error text, nothing stored; a retry works."""
     server = serve()
-    restore = refuse_inbound_writes(database)
-    try:
+    with refuse_inbound_writes():
         with connect(server) as client:
             client.ehlo()
             client.mail("a@b.example")
@@ -161,8 +142,6 @@ def test_storage_failure_451_nothing_written(serve, database):
         assert code == 451 and reply.startswith(b"4.3.0")
         assert b"refused by test" not in reply
         assert InboundMessage.select().count() == 0
-    finally:
-        restore()
     with connect(server) as client:
         assert client.sendmail("a@b.example", ["x@leadflow.localhost"], mail(3)) == {}
     assert InboundMessage.select().count() == 1

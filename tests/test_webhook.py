@@ -11,7 +11,6 @@ import pytest
 from leadflow.intake import forms
 from leadflow.intake.server import BackgroundServer
 from leadflow.intake.webhook import RateLimiter, sign
-from leadflow.store.database import is_postgres
 from leadflow.store.models import Form, InboundMessage, Lead
 
 pytestmark = pytest.mark.timeout(60)
@@ -237,23 +236,12 @@ def test_cors_preflight(client, origin, status):
         assert "access-control-allow-origin" not in headers
 
 
-def test_storage_failure_503_nothing_written(client, database):
+def test_storage_failure_503_nothing_written(client, database, refuse_inbound_writes):
     """When the database refuses the write: 503 without the error text; nothing stored."""
-    if is_postgres(database):
-        database.execute_sql("CREATE OR REPLACE FUNCTION refuse_inbound() RETURNS trigger AS $$ "
-                             "BEGIN RAISE EXCEPTION 'refused by test'; END $$ LANGUAGE plpgsql")
-        database.execute_sql("CREATE TRIGGER refuse_inbound BEFORE INSERT ON inbound_message "
-                             "FOR EACH ROW EXECUTE FUNCTION refuse_inbound()")
-    else:
-        database.execute_sql("CREATE TRIGGER refuse_inbound BEFORE INSERT ON inbound_message "
-                             "BEGIN SELECT RAISE(ABORT, 'refused by test'); END")
-    try:
+    with refuse_inbound_writes():
         status, headers, body = client.json("/forms/open", SARAH, {"X-Leadflow-Form-Key": "pk_open"})
         assert status == 503 and b"refused by test" not in body and "retry-after" in headers
         assert InboundMessage.select().count() == 0
-    finally:
-        database.execute_sql("DROP TRIGGER IF EXISTS refuse_inbound"
-                             + (" ON inbound_message" if is_postgres(database) else ""))
     assert client.json("/forms/open", SARAH, {"X-Leadflow-Form-Key": "pk_open"})[0] == 202
 
 
