@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 
 import click
-from peewee import OperationalError, fn
+from peewee import OperationalError
 
 from leadflow import __version__
 from leadflow import config as config_module

@@ -31,7 +31,6 @@ from peewee import (
     DateField,
     DateTimeField,
     DecimalField,
-    FloatField,
     ForeignKeyField,
     IntegerField,
     Model,

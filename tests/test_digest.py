@@ -277,7 +277,7 @@ def test_time_zone_changed_mid_day(database, config, sink, before, after, start,
 
 def test_admin_digest_reports_yesterdays_intake(database, config, sink):
     """Admins and marketing get yesterday's intake by channel and form, ignored and failed."""
-    admin = make_rep("Ada", role="admin")
+    make_rep("Ada", role="admin")
     yesterday = WED - 10 * H
     for channel, form, status, classification in [
             ("email", None, "done", "lead"), ("email", None, "done", "lead"),

@@ -5,12 +5,13 @@ And through the pipeline: every stored input, however broken, ends with a final 
 
 from pathlib import Path
 
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from leadflow.config import IntakeConfig
 from leadflow.intake.message import CLASSIFICATIONS, ParsedMessage, parse_message
+from leadflow.intake.pipeline import process_inbound
+from leadflow.store.inbound import store_inbound
 
 MAIL = Path(__file__).resolve().parent / "fixtures" / "mail"
 SAMPLES = [path.read_bytes() for path in sorted(MAIL.glob("*.eml"))]
@@ -76,22 +77,10 @@ def test_arbitrary_text(text):
     check(parse_message(text.encode("utf-8", "surrogatepass"), SETTINGS))
 
 
-def _pipeline_available():
-    try:
-        from leadflow.intake.pipeline import process_inbound  # noqa: F401
-        from leadflow.store.inbound import store_inbound  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-@pytest.mark.skipif(not _pipeline_available(), reason="the pipeline is not there yet")
 @settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(raw=st.one_of(mutated_messages(), st.binary(max_size=2000)))
 def test_every_stored_input_ends_with_a_status(database, config, raw):
     """Arbitrary and broken mail stored and processed ends done, duplicate, ignored or failed; never stuck."""
-    from leadflow.intake.pipeline import process_inbound
-    from leadflow.store.inbound import store_inbound
     from leadflow.store.models import InboundMessage
 
     config.intake.internal_domains = ["ourco.example"]
