@@ -16,6 +16,7 @@ import re
 import tempfile
 from contextlib import contextmanager
 
+import peewee
 from playhouse.migrations import Runner, template
 from playhouse.schema_diff import diff_models
 
@@ -81,4 +82,8 @@ def make_migration(name, models):
     # Freeze the JSON columns as what they are in the schema: TEXT.
     body = body.replace("from leadflow.store.models import JSONField\n", "")
     body = re.sub(r"\bJSONField\(", "TextField(", body)
+    # Name what the migration uses instead of `from peewee import *`.
+    used = sorted(n for n in set(re.findall(r"\b[A-Za-z_]\w*\b", body)) if n in peewee.__all__)
+    names = "".join(f"    {n},\n" for n in used)
+    body = body.replace("from peewee import *\n", f"from peewee import (\n{names})\n")
     return runner(scratch).create(name, body=body)

@@ -1,5 +1,16 @@
-# Generated from a schema diff on 2026-11-27 22:38.
-from peewee import *
+# Generated from a schema diff on 2026-11-27 23:37.
+from peewee import (
+    BlobField,
+    BooleanField,
+    CharField,
+    DateField,
+    DateTimeField,
+    DecimalField,
+    ForeignKeyField,
+    IntegerField,
+    Model,
+    TextField,
+)
 
 
 def up(migrator, db):
