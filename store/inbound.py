@@ -66,16 +66,13 @@ def content_key(raw):
     return "sha256:" + hashlib.sha256(raw).hexdigest()
 
 
-def dedup_key_for_mail(raw):
-    """``mid:<Message-ID>`` when the message has one, else a content hash."""
-    message_id = message_id_of(raw)
-    return f"mid:{message_id}" if message_id else content_key(raw)
-
-
 def _insert(inquiry):
-    key = inquiry.dedup_key or (dedup_key_for_mail(inquiry.raw) if inquiry.channel in ("email", "cli")
-                                else content_key(inquiry.raw))
-    message_id = message_id_of(inquiry.raw) if inquiry.channel in ("email", "cli", "import") else None
+    is_mail = inquiry.channel in ("email", "cli", "import")
+    message_id = message_id_of(inquiry.raw) if is_mail else None  # read the headers once
+    key = inquiry.dedup_key
+    if key is None:
+        key = f"mid:{message_id}" if message_id and inquiry.channel in ("email", "cli") \
+            else content_key(inquiry.raw)
     values = dict(
         channel=inquiry.channel, raw=inquiry.raw, content_type=inquiry.content_type,
         size=len(inquiry.raw), message_id=message_id, form=inquiry.form,

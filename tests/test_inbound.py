@@ -2,7 +2,7 @@
 
 import pytest
 
-from leadflow.store.inbound import Inquiry, dedup_key_for_mail, message_id_of, store_inbound, store_many
+from leadflow.store.inbound import Inquiry, message_id_of, store_inbound, store_many
 from leadflow.store.models import InboundMessage
 
 MAIL = (b"From: Sarah <sarah@techinnovators.com>\r\nTo: sales@ourco.example\r\n"
@@ -22,10 +22,13 @@ def test_message_id_of(raw, expected):
     assert message_id_of(raw) == expected
 
 
-def test_dedup_key_prefers_message_id():
+def test_dedup_key_prefers_message_id(database):
     """Mail is keyed by its Message-ID, and by a content hash when it has none."""
-    assert dedup_key_for_mail(MAIL) == "mid:abc.123@mail.techinnovators.com"
-    assert dedup_key_for_mail(b"Subject: x\r\n\r\nhi").startswith("sha256:")
+    with_id = InboundMessage.get_by_id(store_inbound("email", MAIL).id)
+    without = InboundMessage.get_by_id(store_inbound("email", b"Subject: x\r\n\r\nhi").id)
+    assert (with_id.dedup_key, with_id.message_id) == ("mid:abc.123@mail.techinnovators.com",
+                                                       "abc.123@mail.techinnovators.com")
+    assert without.dedup_key.startswith("sha256:") and without.message_id is None
 
 
 def test_store_then_redelivery_is_a_duplicate(database):
