@@ -35,6 +35,7 @@ from peewee import IntegrityError
 
 from leadflow.errors import LeadflowError
 from leadflow.intake import normalise
+from leadflow.store import fastsql
 from leadflow.store.database import db, is_postgres, utcnow
 from leadflow.store.models import (
     Activity,
@@ -194,8 +195,7 @@ class ResolveStep:
         if prospect.email:
             item.organisation = _organisation_for(prospect, domain, dclass, parsed)
             # Only the id: the contact is linked, not read (and wide SELECTs cost).
-            item.contact = (Contact.select(Contact.id)
-                            .where(Contact.email == prospect.email).first())
+            item.contact = fastsql.get(Contact, "email", prospect.email, fields=("id",))
         lead = None
         if prospect.email:
             lead = _open_lead(prospect.email)
@@ -203,9 +203,9 @@ class ResolveStep:
             lead, item.created = _create_lead(item, domain, dclass)
         if not item.created:
             _add_inquiry(lead, item)
-        Activity.create(kind="inquiry", lead=lead, contact=lead.contact_id, inbound=item.inbound,
-                        organisation=lead.organisation_id, text=_activity_text(parsed),
-                        rep=lead.owner_id)
+        fastsql.create(Activity, kind="inquiry", lead=lead, contact=lead.contact_id,
+                       inbound=item.inbound, organisation=lead.organisation_id,
+                       text=_activity_text(parsed), rep=lead.owner_id)
         item.lead = lead
         item.outcome = "created" if item.created else "updated"
 
@@ -214,13 +214,13 @@ def _organisation_for(prospect, domain, dclass, parsed):
     if dclass != "company":
         return None
     company_domain = normalise.registered_domain(domain)
-    org = Organisation.get_or_none(Organisation.domain == company_domain)
+    org = fastsql.get(Organisation, "domain", company_domain)
     if org is not None:
         changed = _fill(org, {"website": prospect.website, "country": prospect.country,
                               "size": _size_text(parsed.signals)}, source="inquiry")
         if changed:
             org.updated_at = utcnow()
-            org.save()
+            fastsql.save_dirty(org)
         return org
     name = prospect.company or _name_from_domain(company_domain)
     provenance = {"name": {"source": "signature" if prospect.company else "domain"},
@@ -255,21 +255,17 @@ def _create_lead(item, domain, dclass):
         created_at=now, updated_at=now, status_changed_at=now,
     )
     if prospect.email is None:
-        return Lead.create(**values), True
+        return fastsql.create(Lead, **values), True
     try:
         with db.atomic():
-            return Lead.create(**values), True
+            return fastsql.create(Lead, **values), True
     except IntegrityError:  # a concurrent inquiry from the same person made the open lead
         return _open_lead(prospect.email), False
 
 
 def _open_lead(email):
     """The prospect's open lead, locked for this transaction (PostgreSQL: FOR UPDATE)."""
-    query = Lead.select(Lead.id).where(Lead.open_email == email)
-    if is_postgres():
-        query = query.for_update()
-    found = query.first()  # most inquiries find none: skip the wide SELECT then
-    return Lead.get_by_id(found.id) if found is not None else None
+    return fastsql.get(Lead, "open_email", email, for_update=True)
 
 
 def _add_inquiry(lead, item):
@@ -282,7 +278,7 @@ def _add_inquiry(lead, item):
     lead.signals = {**(lead.signals or {}), **(parsed.signals or {})}
     lead.fields = {**(parsed.fields or {}), **(lead.fields or {})}
     lead.updated_at = utcnow()
-    lead.save()
+    fastsql.save_dirty(lead)
 
 
 def _fill(obj, values, source):
@@ -435,7 +431,7 @@ def _process_group(inbound_ids, config, steps, fallback=False, stop_early=None):
 
 
 def _process_one(inbound_id, config, steps, cache, current):
-    inbound = InboundMessage.select().where(InboundMessage.id == inbound_id).first()
+    inbound = fastsql.get(InboundMessage, "id", inbound_id)
     if inbound is None or inbound.status not in ("new", "processing"):
         return "skipped"
     item = PipelineItem(inbound=inbound, config=config, cache=cache)
@@ -456,10 +452,8 @@ def _process_one(inbound_id, config, steps, cache, current):
     inbound.processed_at = utcnow()
     inbound.claimed_by = None
     # Only what processing changed: the raw bytes are never written again.
-    inbound.save(only=[InboundMessage.status, InboundMessage.classification,
-                       InboundMessage.reason, InboundMessage.lead, InboundMessage.failed_step,
-                       InboundMessage.error, InboundMessage.processed_at,
-                       InboundMessage.claimed_by])
+    fastsql.save(inbound, ["status", "classification", "reason", "lead", "failed_step", "error",
+                           "processed_at", "claimed_by"])
     outcome = item.outcome or status
     if item.lead is not None:
         outcome_note = f"lead #{item.lead.id}"

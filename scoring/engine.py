@@ -35,6 +35,7 @@ from peewee import BooleanField, DateTimeField
 from leadflow.scoring.conditions import LEAD_FIELDS, LeadView
 from leadflow.scoring.rules import breakdown_json
 from leadflow.scoring.ruleset import load_ruleset
+from leadflow.store import fastsql
 from leadflow.store.database import db, utcnow
 from leadflow.store.models import OPEN_LEAD_STATUSES, Contact, JSONField, Lead, Organisation
 
@@ -80,7 +81,7 @@ def score_lead(lead, ruleset=None, save=True):
     transition = apply_result(lead, result, now)
     if save and lead.id is not None:
         lead.updated_at = now
-        lead.save(only=lead.dirty_fields)  # what scoring changed, not every column
+        fastsql.save_dirty(lead)  # what scoring changed, not every column
     if transition:
         log.info("lead #%s: %s (score %s, rule set v%s)", lead.id, transition, result.score,
                  result.version)

@@ -42,6 +42,7 @@ from leadflow.scoring.conditions import (
     format_condition,
     normalise_conditions,
 )
+from leadflow.store import fastsql
 from leadflow.store.crm import audit, open_lead_counts
 from leadflow.store.database import db, utcnow
 from leadflow.store.models import OPEN_LEAD_STATUSES, Activity, Lead, Rep, RoutingRule
@@ -251,19 +252,15 @@ class _OwnedMeanwhile(Exception):
 
 
 def _write(lead, rep, reason, now, only_if_unowned=False):
-    values = {Lead.owner: rep.id if rep else None, Lead.assigned_at: now if rep else None,
-              Lead.assignment_reason: reason if rep else f"unassigned: {reason}",
-              Lead.updated_at: now}
-    query = Lead.update(values).where(Lead.id == lead.id)
-    if only_if_unowned:
-        query = query.where(Lead.owner.is_null())
-    if query.execute() != 1:
+    values = {"owner": rep.id if rep else None, "assigned_at": now if rep else None,
+              "assignment_reason": reason if rep else f"unassigned: {reason}", "updated_at": now}
+    if fastsql.update(Lead, lead.id, values, unowned="owner" if only_if_unowned else None) != 1:
         raise _OwnedMeanwhile()
-    for field, value in values.items():
-        setattr(lead, field.name if field is not Lead.owner else "owner_id", value)
+    for name, value in values.items():
+        setattr(lead, name if name != "owner" else "owner_id", value)
     if rep is not None:
-        Activity.create(kind="assignment", text=reason, lead=lead.id, rep=rep.id,
-                        contact=lead.contact_id, organisation=lead.organisation_id)
+        fastsql.create(Activity, kind="assignment", text=reason, lead=lead.id, rep=rep.id,
+                       contact=lead.contact_id, organisation=lead.organisation_id)
         log.info("lead #%s: assigned to %s: %s", lead.id, rep.email, reason)
     else:
         log.info("lead #%s: not assigned: %s", lead.id, reason)
