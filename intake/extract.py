@@ -50,6 +50,9 @@ _QUOTE_HEADERS = [
                r"Anfang der weitergeleiteten Nachricht|Début du message réexpédié|"
                r"Début du message transféré|Inicio del mensaje reenviado)\s*:\s*$", re.I),
 ]
+# One pattern for all of them (a line is tested once, not once per pattern): every one is
+# anchored at the start; they differ only in re.S, which a single stripped line never needs.
+_QUOTE_HEADER = re.compile("|".join(f"(?:{p.pattern})" for p in _QUOTE_HEADERS), re.I | re.S)
 _HEADER_BLOCK = re.compile(r"^\s*\*?(?:From|Van|Von|De|Da|Från|Fra|Od)\s*:\*?\s.*@", re.I)
 
 CLOSINGS = re.compile(
@@ -79,9 +82,8 @@ def _cut_quoted(lines):
             rest = [l for l in lines[index:] if l.strip()]
             if rest and sum(1 for l in rest if l.lstrip().startswith(">")) >= len(rest) * 0.6:
                 return index
-        for pattern in _QUOTE_HEADERS:
-            if pattern.match(stripped):
-                return index
+        if _QUOTE_HEADER.match(stripped):
+            return index
         # "On Mon, 1 Jan 2024 at 10:00, Sarah <s@x.com>\nwrote:" across two lines
         if index + 1 < len(lines) and re.match(r"^\s*(?:On|Op|Am|Le|El)\b.*@", stripped) and \
                 re.match(r"^\s*(?:wrote|schreef|schrieb|a écrit|escribió)\b.*:\s*$", lines[index + 1]):
@@ -670,6 +672,8 @@ def _budget(text, lower=None):
                       "text": text[match.start():match.end()].strip()})
         if best is None or candidate[:2] < best[:2]:
             best = candidate
+        if near:
+            break  # matches come in order: no later one can beat the first near a budget word
     if best:
         return best[2]
     match = _BUDGET_BARE.search(text, lower)   # "budget of 50k": an amount without a currency
