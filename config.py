@@ -170,6 +170,9 @@ class WorkerConfig:
     claim_timeout_seconds: float = _opt(
         300.0, "a row claimed longer ago than this by a worker that died is claimed again", _positive)
     max_attempts: int = _opt(5, "attempts before a failing row waits for `inbox retry`", _positive)
+    parse_processes: int = _opt(
+        1, "processes that parse claimed mail ahead of the pipeline, on another CPU "
+           "(0: parse in the worker's own thread)", _non_negative)
 
 
 @dataclass

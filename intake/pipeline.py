@@ -122,6 +122,8 @@ class ParseStep:
     description = "read the raw inquiry into a prospect, a message and signals"
 
     def process(self, item):
+        if item.parsed is not None:  # parsed ahead, outside the transaction (the worker)
+            return
         path = PARSERS.get(item.inbound.channel)
         if path is None:
             raise Discard(f"no parser for channel {item.inbound.channel!r}", status="failed")
@@ -372,7 +374,7 @@ def process_inbound(inbound_id, config, steps=None):
     return process_many([inbound_id], config, steps)[inbound_id]
 
 
-def process_many(inbound_ids, config, steps=None, stop_early=None):
+def process_many(inbound_ids, config, steps=None, stop_early=None, parsed=None):
     """Run the pipeline over several stored inquiries; their outcomes by id.
 
     The group shares one transaction (one commit, one fsync) and a cache for
@@ -384,19 +386,27 @@ def process_many(inbound_ids, config, steps=None, stop_early=None):
     ``stop_early()``, asked after each inquiry, ends the group there (so that
     a waiting intake commit gets SQLite's write lock); the outcomes then cover
     only the inquiries processed, always at least one.
+
+    ``parsed`` maps ids to what the parse step would make of their raw
+    inquiry, when the caller parsed them already (the worker does, in
+    another process, while the previous group holds the transaction).
     """
     steps = STEPS if steps is None else steps
+    parsed = parsed or {}
     if len(inbound_ids) > 1:
         try:
-            return _process_group(inbound_ids, config, steps, stop_early=stop_early)
+            return _process_group(inbound_ids, config, steps, stop_early=stop_early,
+                                  parsed=parsed)
         except Exception as exc:  # noqa: BLE001 - fall back to one transaction each
             log.warning("group of %d inquiries could not commit (%s); one by one",
                         len(inbound_ids), exc)
-    return {i: _process_group([i], config, steps, fallback=True)[i] for i in inbound_ids}
+    return {i: _process_group([i], config, steps, fallback=True, parsed=parsed)[i]
+            for i in inbound_ids}
 
 
-def _process_group(inbound_ids, config, steps, fallback=False, stop_early=None):
+def _process_group(inbound_ids, config, steps, fallback=False, stop_early=None, parsed=None):
     cache = {}
+    parsed = parsed or {}
     outcomes, failures = {}, {}
     try:
         with db.atomic():
@@ -405,7 +415,7 @@ def _process_group(inbound_ids, config, steps, fallback=False, stop_early=None):
                 try:
                     with db.atomic():  # a savepoint: this inquiry alone rolls back
                         outcomes[inbound_id] = _process_one(inbound_id, config, steps, cache,
-                                                            current)
+                                                            current, parsed.get(inbound_id))
                 except _StepFailed as failure:
                     failures[inbound_id] = (failure.step, failure.error)
                 except Exception as exc:  # noqa: BLE001 - any step may fail; the raw must stay
@@ -430,11 +440,11 @@ def _process_group(inbound_ids, config, steps, fallback=False, stop_early=None):
     return outcomes
 
 
-def _process_one(inbound_id, config, steps, cache, current):
+def _process_one(inbound_id, config, steps, cache, current, parsed=None):
     inbound = fastsql.get(InboundMessage, "id", inbound_id)
     if inbound is None or inbound.status not in ("new", "processing"):
         return "skipped"
-    item = PipelineItem(inbound=inbound, config=config, cache=cache)
+    item = PipelineItem(inbound=inbound, config=config, cache=cache, parsed=parsed)
 
     def tracked():
         for step in steps:

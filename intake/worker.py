@@ -9,6 +9,13 @@ poll; every ``worker.sweep_seconds`` it also looks by itself, which catches
 rows stored by other instances, rows put back by ``inbox retry``, and rows
 claimed by an instance that died (after ``worker.claim_timeout_seconds``).
 
+Mail is parsed ahead (:class:`Preparser`): while one group of inquiries
+holds the transaction, the next group's raw mail is parsed in a separate
+process (``worker.parse_processes``), on another CPU and outside SQLite's
+write lock; the pipeline's parse step then has nothing left to do. A parse
+that fails there, or a pool that died, simply leaves the parse step to run
+in the transaction as before, where a failure is recorded on the row.
+
 On stop, the rows it claimed but did not start are handed back (``new``), so
 another instance, or the next start, takes them at once.
 
@@ -21,8 +28,10 @@ transaction. Never to the prospect, never for an auto-reply or spam.
 import asyncio
 import contextlib
 import logging
+import multiprocessing
 import threading
 import time
+from concurrent.futures import ProcessPoolExecutor
 from email.message import EmailMessage
 from email.utils import make_msgid
 
@@ -84,6 +93,91 @@ class WriteGate:
             self._condition.notify_all()
 
 
+# Channels whose raw inquiry is mail, parsed without the database (see pipeline.PARSERS).
+_MAIL_CHANNELS = ("email", "cli")
+
+
+def _parse_raws(raws, intake_config):
+    """In a parse process: ``{id: ParsedMessage}`` for ``[(id, raw bytes)]``; failures left out."""
+    from leadflow.intake.message import parse_message
+
+    out = {}
+    for inbound_id, raw in raws:
+        try:
+            out[inbound_id] = parse_message(raw, intake_config)
+        except Exception:  # noqa: BLE001 - the parse step runs again in the worker and records it
+            pass
+    return out
+
+
+class Preparser:
+    """Parses claimed mail in a process pool, ahead of the transaction that uses it.
+
+    :meth:`submit` reads the raw mail of some claimed rows (a plain read; the
+    raw bytes never change) and hands it to the pool; :meth:`result` gives
+    ``{id: ParsedMessage}``. With ``processes=0``, or when the pool fails,
+    results are empty and the pipeline parses in its own step.
+    """
+
+    RETRY_SECONDS = 60.0  # after a failure, parse in the pipeline this long before a new pool
+
+    def __init__(self, config, processes):
+        self.config = config
+        self.processes = processes
+        self._pool = None
+        self._retry_at = 0.0
+
+    def _executor(self):
+        if self._pool is None:
+            # spawn: a fresh interpreter, never a fork of this threaded process
+            self._pool = ProcessPoolExecutor(self.processes,
+                                             mp_context=multiprocessing.get_context("spawn"))
+        return self._pool
+
+    def wanted(self, groups):
+        """Whether to parse this batch ahead: when there is a next group to parse while one
+        runs, or the pool is up anyway. A lone inquiry is parsed in the pipeline, without the
+        round trip (and without starting processes for a trickle of mail)."""
+        return (self.processes > 0 and time.monotonic() >= self._retry_at
+                and (groups > 1 or self._pool is not None))
+
+    def submit(self, ids):
+        """Start parsing the mail among ``ids``; a handle for :meth:`result`."""
+        if not self.processes or not ids or time.monotonic() < self._retry_at:
+            return None
+        rows = (InboundMessage.select(InboundMessage.id, InboundMessage.raw)
+                .where(InboundMessage.id.in_(ids), InboundMessage.channel.in_(_MAIL_CHANNELS))
+                .tuples())
+        raws = [(inbound_id, bytes(raw)) for inbound_id, raw in rows]
+        if not raws:
+            return None
+        try:
+            return self._executor().submit(_parse_raws, raws, self.config.intake)
+        except Exception as exc:  # noqa: BLE001 - a broken pool: parse in the pipeline instead
+            self._broken(exc)
+            return None
+
+    def result(self, handle):
+        if handle is None:
+            return {}
+        try:
+            return handle.result()
+        except Exception as exc:  # noqa: BLE001 - e.g. the parse process was killed
+            self._broken(exc)
+            return {}
+
+    def _broken(self, exc):
+        log.warning("worker: parse process failed (%s); parsing in the pipeline for %.0f s",
+                    type(exc).__name__, self.RETRY_SECONDS)
+        self._retry_at = time.monotonic() + self.RETRY_SECONDS
+        self.close()
+
+    def close(self):
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+
+
 class Worker:
     """Claims and processes waiting rows until stopped."""
 
@@ -92,6 +186,7 @@ class Worker:
         self.metrics = metrics
         self.worker_id = worker_id
         self.gate = gate
+        self.preparser = Preparser(config, config.worker.parse_processes)
         self._wake = asyncio.Event()
         self._stopping = False
         self._task = None
@@ -139,18 +234,36 @@ class Worker:
             return None
         created = []
         stop_early = self.gate.intake_waiting if self.gate is not None else None
+        size = pipeline.GROUP_SIZE
+        chunks = [ids[i:i + size] for i in range(0, len(ids), size)]
+        handles, parsed = {}, {}
+        ahead = self.preparser.wanted(len(chunks))
+
+        def parse_ahead(k):
+            if ahead and k < len(chunks) and k not in handles:
+                handles[k] = self.preparser.submit(chunks[k])
+
         position = 0
         while position < len(ids):
             if self._stopping:
                 with self._gate():
                     release(ids[position:], self.worker_id)
                 break
-            group = ids[position:position + pipeline.GROUP_SIZE]
+            group = ids[position:position + size]
+            first, last = position // size, (position + len(group) - 1) // size
+            for k in range(first, last + 1):
+                parse_ahead(k)
+                parsed.update(self.preparser.result(handles.get(k)))
+                handles[k] = None  # collected
+            parse_ahead(last + 1)  # parsed in the other process while this group runs
             started = time.perf_counter()
             with self._gate():
-                outcomes = pipeline.process_many(group, self.config, stop_early=stop_early)
+                outcomes = pipeline.process_many(group, self.config, stop_early=stop_early,
+                                                 parsed={i: parsed[i] for i in group if i in parsed})
             elapsed = time.perf_counter() - started
             position += len(outcomes)
+            for inbound_id in outcomes:
+                parsed.pop(inbound_id, None)
             for inbound_id, outcome in outcomes.items():
                 self.processed += 1
                 if self.metrics is not None:
@@ -182,6 +295,11 @@ class Worker:
                 log.warning("worker: still busy after %.0f s; its rows are claimed again later", grace)
         if self._acks:
             await asyncio.wait(list(self._acks), timeout=grace)
+        await run_sync(self.close)
+
+    def close(self):
+        """Stop the parse processes (after the last batch)."""
+        self.preparser.close()
 
 
 def release(ids, worker_id):

@@ -166,3 +166,78 @@ def test_write_gate_lets_intake_go_first():
     for thread in threads:
         thread.join(5)
     assert order == ["worker-1", "intake", "worker-2"]
+
+
+def _store_fixtures(mail_fixture, names):
+    ids = []
+    for n, name in enumerate(names):
+        raw = mail_fixture(name).read_bytes()
+        ids.append(store_inbound("email", raw).id)
+    return ids
+
+
+def _fail_in_pipeline(*_args):
+    raise AssertionError("parsed in the pipeline although the batch was parsed ahead")
+
+
+def test_batch_parsed_ahead_in_another_process_gives_the_same_leads(config, database,
+                                                                       mail_fixture, monkeypatch):
+    """A backlog is parsed in the parse process; the leads are what in-process parsing gives."""
+    from leadflow.intake.message import parse_message
+    from leadflow.intake.worker import Worker
+
+    names = sorted(p.name for p in mail_fixture("x").parent.glob("*.eml"))
+    ids = _store_fixtures(mail_fixture, names)
+    assert len(ids) > pipeline.GROUP_SIZE  # more than one group: parsed ahead
+    config.worker.parse_processes = 1
+    monkeypatch.setattr(pipeline, "parse_mail", _fail_in_pipeline)  # not in the pool's process
+    worker = Worker(config)
+    try:
+        while worker.process_batch() is not None:
+            pass
+        assert worker.preparser._pool is not None
+    finally:
+        worker.close()
+    rows = list(InboundMessage.select().where(InboundMessage.id.in_(ids)).order_by(InboundMessage.id))
+    assert [r.status for r in rows if r.status not in ("done", "ignored")] == []
+    for row in rows:
+        expected = parse_message(bytes(row.raw), config.intake)
+        if row.lead_id is None:
+            assert not expected.is_lead or expected.prospect.email is None, row.id
+            continue
+        lead = Lead.get_by_id(row.lead_id)
+        if lead.inquiry_count == 1 and row.classification != "reply":
+            assert (lead.subject, lead.message) == (expected.subject, expected.body), row.id
+            assert lead.signals == (expected.signals or {}), row.id
+            assert lead.submitted_by == expected.submitted_by, row.id
+
+
+def test_killed_parse_process_leaves_parsing_to_the_pipeline(config, database, caplog):
+    """If the parse process dies, the rows are parsed in the pipeline; nothing is lost."""
+    import os
+    import signal
+
+    from leadflow.intake.worker import Worker
+
+    config.worker.parse_processes = 1
+    worker = Worker(config)
+    try:
+        first = [store_inbound("email", MAIL % n).id for n in range(100, 125)]
+        while worker.process_batch() is not None:
+            pass
+        pool = worker.preparser._pool
+        assert pool is not None
+        for pid in list(pool._processes):
+            os.kill(pid, signal.SIGKILL)
+        time.sleep(0.2)
+        second = [store_inbound("email", MAIL % n).id for n in range(200, 225)]
+        while worker.process_batch() is not None:
+            pass
+    finally:
+        worker.close()
+    done = InboundMessage.select().where(InboundMessage.id.in_(first + second),
+                                         InboundMessage.status == "done").count()
+    assert done == 50
+    assert Lead.select().count() == 1  # one prospect, one open lead with every inquiry
+    assert Lead.get().inquiry_count == 50
+    assert "parse process failed" in caplog.text
