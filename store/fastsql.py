@@ -49,24 +49,44 @@ def _table(model):
     return _quote(model._meta.table_name)
 
 
-def create(model, **values):
-    """``model.create(**values)``: defaults as peewee applies them; the saved instance."""
-    obj = model(**values)
-    data = obj.__data__
+def insert(model, values, unless_taken=None):
+    """Insert one row (``values``: field names to Python values, defaults not applied);
+    its id.
+
+    ``unless_taken`` names a unique field: when a row with the same value exists
+    already, nothing is inserted and None is returned (``ON CONFLICT DO NOTHING``
+    on that column alone, so every other constraint still raises).
+    """
+    fields = [model._meta.fields[name] for name in values]
+    names = tuple(values)
     pk = model._meta.primary_key
-    fields = [f for f in model._meta.sorted_fields if f.name in data and f is not pk]
-    names = tuple(f.name for f in fields)
     kind = _kind()
 
     def build():
         param = _param()
         sql = (f"INSERT INTO {_table(model)} ({', '.join(_quote(f.column_name) for f in fields)}) "
                f"VALUES ({', '.join([param] * len(fields))})")
+        if unless_taken is not None:
+            sql += (f" ON CONFLICT ({_quote(model._meta.fields[unless_taken].column_name)})"
+                    " DO NOTHING")
         return sql + f" RETURNING {_quote(pk.column_name)}" if kind == "postgresql" else sql
 
-    sql = _statement(("insert", model, names, kind), build)
-    cursor = db.execute_sql(sql, [f.db_value(data[f.name]) for f in fields])
-    new_id = cursor.fetchone()[0] if kind == "postgresql" else cursor.lastrowid
+    sql = _statement(("insert", model, names, unless_taken, kind), build)
+    cursor = db.execute_sql(sql, [f.db_value(values[f.name]) for f in fields])
+    if kind == "postgresql":
+        row = cursor.fetchone()
+        return row[0] if row is not None else None
+    if unless_taken is not None and cursor.rowcount != 1:
+        return None
+    return cursor.lastrowid
+
+
+def create(model, **values):
+    """``model.create(**values)``: defaults as peewee applies them; the saved instance."""
+    obj = model(**values)
+    data = obj.__data__
+    pk = model._meta.primary_key
+    new_id = insert(model, {name: value for name, value in data.items() if name != pk.name})
     setattr(obj, pk.name, new_id)
     obj._dirty.clear()
     return obj

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 from peewee import IntegrityError
 
+from leadflow.store import fastsql
 from leadflow.store.database import db, utcnow
 from leadflow.store.models import InboundMessage
 
@@ -79,19 +80,20 @@ def _insert(inquiry):
         mail_from=inquiry.mail_from, rcpt_to=list(inquiry.rcpt_to), peer=inquiry.peer,
         origin=inquiry.origin, received_at=inquiry.received_at or utcnow(),
     )
-    try:
-        with db.atomic():  # a savepoint inside the caller's transaction
-            row_id = InboundMessage.insert(dedup_key=key, status="new", **values).execute()
+    # ON CONFLICT on the dedup key alone: no savepoint, and any other refusal still raises
+    row_id = fastsql.insert(InboundMessage, {"dedup_key": key, "status": "new", "attempts": 0,
+                                             **values}, unless_taken="dedup_key")
+    if row_id is not None:
         return StoreResult(row_id, False)
-    except IntegrityError:
-        first = InboundMessage.get_or_none(InboundMessage.dedup_key == key)
-        if first is None:
-            raise
-        row_id = InboundMessage.insert(
-            dedup_key=None, duplicate_of=first.id, status="duplicate", processed_at=utcnow(),
-            lead=first.lead_id, reason=f"same {'Message-ID' if key.startswith('mid:') else 'content'}"
-            f" as inbound #{first.id}", **values).execute()
-        return StoreResult(row_id, True, first.id)
+    first = fastsql.get(InboundMessage, "dedup_key", key, fields=("id", "lead"))
+    if first is None:  # the first copy went away meanwhile: refuse, the sender retries
+        raise IntegrityError(f"dedup key {key} is taken and free at once")
+    row_id = fastsql.insert(InboundMessage, {
+        "dedup_key": None, "duplicate_of": first.id, "status": "duplicate", "attempts": 0,
+        "processed_at": utcnow(), "lead": first.lead_id,
+        "reason": f"same {'Message-ID' if key.startswith('mid:') else 'content'} as inbound "
+                  f"#{first.id}", **values})
+    return StoreResult(row_id, True, first.id)
 
 
 def store_inbound(channel, raw, **kwargs):
