@@ -50,8 +50,8 @@ from aiohttp import web
 
 from leadflow.intake import forms as forms_module
 from leadflow.intake.smtp import CommitBatcher
-from leadflow.store.database import db, run_sync, utcnow
-from leadflow.store.inbound import Inquiry, StoreResult, store_many
+from leadflow.store.database import run_sync, utcnow
+from leadflow.store.inbound import Inquiry, store_many
 
 log = logging.getLogger("leadflow.intake")
 
@@ -468,15 +468,4 @@ def store_submissions(inquiries):
     A post whose key is stored answers as the first (``StoreResult(first,
     duplicate=True)``) and adds no row: a retried post is stored once.
     """
-    from leadflow.store.models import InboundMessage
-
-    results = []
-    with db.atomic():
-        for inquiry in inquiries:
-            first = (InboundMessage.select(InboundMessage.id)
-                     .where(InboundMessage.dedup_key == inquiry.dedup_key).first())
-            if first is not None:
-                results.append(StoreResult(first.id, True, first.id))
-            else:
-                results.append(store_many([inquiry])[0])
-    return results
+    return store_many(inquiries, record_duplicates=False)

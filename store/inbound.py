@@ -67,7 +67,7 @@ def content_key(raw):
     return "sha256:" + hashlib.sha256(raw).hexdigest()
 
 
-def _insert(inquiry):
+def _insert(inquiry, record_duplicate=True):
     is_mail = inquiry.channel in ("email", "cli", "import")
     message_id = message_id_of(inquiry.raw) if is_mail else None  # read the headers once
     key = inquiry.dedup_key
@@ -88,6 +88,8 @@ def _insert(inquiry):
     first = fastsql.get(InboundMessage, "dedup_key", key, fields=("id", "lead"))
     if first is None:  # the first copy went away meanwhile: refuse, the sender retries
         raise IntegrityError(f"dedup key {key} is taken and free at once")
+    if not record_duplicate:
+        return StoreResult(first.id, True, first.id)
     row_id = fastsql.insert(InboundMessage, {
         "dedup_key": None, "duplicate_of": first.id, "status": "duplicate", "attempts": 0,
         "processed_at": utcnow(), "lead": first.lead_id,
@@ -101,7 +103,12 @@ def store_inbound(channel, raw, **kwargs):
     return store_many([Inquiry(channel, raw, **kwargs)])[0]
 
 
-def store_many(inquiries):
-    """Store several inquiries in one transaction; results in the same order."""
+def store_many(inquiries, record_duplicates=True):
+    """Store several inquiries in one transaction; results in the same order.
+
+    With ``record_duplicates`` off (webhook posts retried with the same
+    idempotency key), a duplicate adds no row and answers as the first:
+    ``StoreResult(first, True, first)``.
+    """
     with db.atomic():
-        return [_insert(inquiry) for inquiry in inquiries]
+        return [_insert(inquiry, record_duplicates) for inquiry in inquiries]
