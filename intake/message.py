@@ -142,6 +142,12 @@ def parse_message(raw, settings=None):
                              reason=f"could not be read ({type(exc).__name__})")
 
 
+def parse_many(raws, settings=None):
+    """``{key: ParsedMessage}`` for ``[(key, raw bytes)]``: what the worker's parse
+    process runs (this module imports nothing of the database)."""
+    return {key: parse_message(raw, settings) for key, raw in raws}
+
+
 def _parse(raw, settings):
     if raw is None:
         raw = b""

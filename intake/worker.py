@@ -36,6 +36,7 @@ from email.message import EmailMessage
 from email.utils import make_msgid
 
 from leadflow.intake import normalise, pipeline
+from leadflow.intake.message import parse_many
 from leadflow.store.database import db, run_sync
 from leadflow.store.models import InboundMessage
 
@@ -97,19 +98,6 @@ class WriteGate:
 _MAIL_CHANNELS = ("email", "cli")
 
 
-def _parse_raws(raws, intake_config):
-    """In a parse process: ``{id: ParsedMessage}`` for ``[(id, raw bytes)]``; failures left out."""
-    from leadflow.intake.message import parse_message
-
-    out = {}
-    for inbound_id, raw in raws:
-        try:
-            out[inbound_id] = parse_message(raw, intake_config)
-        except Exception:  # noqa: BLE001 - the parse step runs again in the worker and records it
-            pass
-    return out
-
-
 class Preparser:
     """Parses claimed mail in a process pool, ahead of the transaction that uses it.
 
@@ -152,7 +140,7 @@ class Preparser:
         if not raws:
             return None
         try:
-            return self._executor().submit(_parse_raws, raws, self.config.intake)
+            return self._executor().submit(parse_many, raws, self.config.intake)
         except Exception as exc:  # noqa: BLE001 - a broken pool: parse in the pipeline instead
             self._broken(exc)
             return None
