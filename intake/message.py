@@ -142,6 +142,21 @@ def parse_message(raw, settings=None):
                              reason=f"could not be read ({type(exc).__name__})")
 
 
+def watch_parent(parent_pid, interval=1.0):
+    """In a parse process: exit when the process that started it is gone (even killed
+    with SIGKILL, which gives it no chance to stop its helpers)."""
+    import os
+    import threading
+    import time
+
+    def watch():
+        while os.getppid() == parent_pid:
+            time.sleep(interval)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="leadflow-parent-watch", daemon=True).start()
+
+
 def parse_many(raws, settings=None):
     """``{key: ParsedMessage}`` for ``[(key, raw bytes)]``: what the worker's parse
     process runs (this module imports nothing of the database)."""

@@ -29,6 +29,7 @@ import asyncio
 import contextlib
 import logging
 import multiprocessing
+import os
 import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -36,7 +37,7 @@ from email.message import EmailMessage
 from email.utils import make_msgid
 
 from leadflow.intake import normalise, pipeline
-from leadflow.intake.message import parse_many
+from leadflow.intake.message import parse_many, watch_parent
 from leadflow.store.database import db, run_sync
 from leadflow.store.models import InboundMessage
 
@@ -119,7 +120,8 @@ class Preparser:
         if self._pool is None:
             # spawn: a fresh interpreter, never a fork of this threaded process
             self._pool = ProcessPoolExecutor(self.processes,
-                                             mp_context=multiprocessing.get_context("spawn"))
+                                             mp_context=multiprocessing.get_context("spawn"),
+                                             initializer=watch_parent, initargs=(os.getpid(),))
         return self._pool
 
     def wanted(self, groups):
@@ -306,7 +308,6 @@ def release_dead_local(worker_id):
 
     Rows of workers on other hosts wait for ``worker.claim_timeout_seconds``.
     """
-    import os
 
     host = worker_id.rsplit(":", 1)[0]
     claimers = (InboundMessage.select(InboundMessage.claimed_by).distinct()

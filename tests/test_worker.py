@@ -241,3 +241,56 @@ def test_killed_parse_process_leaves_parsing_to_the_pipeline(config, database, c
     assert Lead.select().count() == 1  # one prospect, one open lead with every inquiry
     assert Lead.get().inquiry_count == 50
     assert "parse process failed" in caplog.text
+
+
+ORPHAN_SCRIPT = r"""
+import sys, time
+from leadflow import config as config_module
+from leadflow.intake.worker import Preparser
+from leadflow.store.database import open_database
+from leadflow.store.inbound import store_inbound
+
+if __name__ == "__main__":  # the parse process is spawned: it imports this file again
+    open_database(sys.argv[1])
+    ids = [store_inbound("email", b"From: a@b.example\r\nSubject: x\r\n\r\nhi %d\r\n" % n).id
+           for n in range(3)]
+    preparser = Preparser(config_module.parse({}), 1)
+    assert len(preparser.result(preparser.submit(ids))) == 3
+    print(*preparser._pool._processes, flush=True)
+    time.sleep(60)
+"""
+
+
+def test_parse_process_exits_when_serve_is_killed(database_url, tmp_path):
+    """A parse process does not outlive a `leadflow serve` killed with SIGKILL."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from leadflow.store import migrate
+    from leadflow.store.database import close_database, open_database
+
+    if database_url.startswith("sqlite"):
+        migrate.upgrade(open_database(database_url))
+        close_database()
+    script = tmp_path / "parent.py"
+    script.write_text(ORPHAN_SCRIPT)
+    parent = subprocess.Popen([sys.executable, str(script), database_url], stdout=subprocess.PIPE,
+                              text=True)
+    try:
+        children = [int(p) for p in parent.stdout.readline().split()]
+        assert children and all(os.path.exists(f"/proc/{p}") for p in children)
+    finally:
+        parent.send_signal(signal.SIGKILL)
+        parent.wait()
+        parent.stdout.close()
+    assert wait_for(lambda: not any(_running(p) for p in children), timeout=10)
+
+
+def _running(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().split(") ", 1)[1][0] != "Z"
+    except OSError:
+        return False
