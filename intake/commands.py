@@ -95,6 +95,46 @@ def forms_add(app, name, preset, origins, return_url, required):
     click.echo(f"HTML form:   leadflow forms snippet {row.name}")
 
 
+def _database_form(app, name, verb):
+    app.open_db()
+    if name in (app.config.forms or {}):
+        raise click.ClickException(f"form {name!r} is declared in the configuration file; "
+                                   f"{verb} it there")
+
+
+@forms_group.command("rotate")
+@click.argument("name")
+@click.option("--public-key", "public_key", is_flag=True,
+              help="Also replace the public key (pasted HTML forms must then be updated).")
+@pass_app
+def forms_rotate(app, name, public_key):
+    """Give the form NAME a new signing secret (and public key); the old ones stop working."""
+    _database_form(app, name, "change")
+    row = forms_module.rotate_form(name, public_key=public_key)
+    if row is None:
+        raise click.ClickException(f"no form {name!r}; see `leadflow forms list`")
+    click.echo(f"form {row.name}: new signing secret; the old one is refused from now on")
+    if public_key:
+        click.echo(f"public key:  {row.public_key}   (update the pasted HTML: "
+                   f"`leadflow forms snippet {row.name}`)")
+    click.echo(f"secret:      {row.secret}   (shown once; `forms show` masks it)")
+
+
+@forms_group.command("remove")
+@click.argument("name")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@pass_app
+def forms_remove(app, name, yes):
+    """Delete the form NAME: its endpoint answers 404 from then on; stored posts stay."""
+    _database_form(app, name, "remove")
+    if forms_module.get_form(name, app.config) is None:
+        raise click.ClickException(f"no form {name!r}; see `leadflow forms list`")
+    if not yes:
+        click.confirm(f"Remove form {name!r}? Posts to it will be refused", abort=True)
+    forms_module.remove_form(name)
+    click.echo(f"form {name} removed; its stored posts and leads stay")
+
+
 @forms_group.command("list")
 @click.option("--json", "as_json", is_flag=True)
 @pass_app

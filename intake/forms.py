@@ -329,6 +329,29 @@ def add_form(name, preset="plain", origins=(), return_url=None, mapping=None, re
                        mapping=checked.mapping, required=checked.required)
 
 
+def rotate_form(name, public_key=False):
+    """Give the database form ``name`` a new signing secret (and, with ``public_key``, a new
+    public key); its row, or None when there is no such form. The old ones stop working
+    as soon as running servers reread the form (``FormCache.ttl``)."""
+    from leadflow.store.models import Form
+
+    row = Form.get_or_none(Form.name == name)
+    if row is None:
+        return None
+    row.secret = new_secret()
+    if public_key:
+        row.public_key = new_public_key()
+    row.save()
+    return row
+
+
+def remove_form(name):
+    """Delete the database form ``name``; whether there was one. Stored posts keep its name."""
+    from leadflow.store.models import Form
+
+    return Form.delete().where(Form.name == name).execute() > 0
+
+
 # -- reading a submission ------------------------------------------------------
 
 def _text(value):

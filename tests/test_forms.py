@@ -209,3 +209,42 @@ def test_cli_forms_add_twice(cli):
     """Adding a form whose name exists is refused."""
     cli("forms", "add", "dup")
     assert "exists already" in cli("forms", "add", "dup", expect=1).output
+
+
+def test_cli_forms_rotate_replaces_the_secret(cli):
+    """`forms rotate` shows a new secret once; with --public-key the key changes too."""
+    from leadflow.store.models import Form
+
+    out = cli("forms", "add", "contact").output
+    old_key = re.search(r"public key:\s+(pk_\S+)", out).group(1)
+    old_secret = re.search(r"secret:\s+(whsec_\S+)", out).group(1)
+    out = cli("forms", "rotate", "contact").output
+    new_secret = re.search(r"secret:\s+(whsec_\S+)", out).group(1)
+    row = Form.get(Form.name == "contact")
+    assert new_secret != old_secret and row.secret == new_secret and row.public_key == old_key
+    out = cli("forms", "rotate", "contact", "--public-key").output
+    row = Form.get(Form.name == "contact")
+    assert row.public_key != old_key and row.public_key in out and row.secret in out
+    assert new_secret not in cli("forms", "show", "contact").output
+
+
+def test_cli_forms_remove(cli):
+    """`forms remove --yes` deletes a database form; without --yes it asks."""
+    from leadflow.store.models import Form
+
+    cli("forms", "add", "old")
+    assert "Aborted" in cli("forms", "remove", "old", input="n\n", expect=1).output
+    assert Form.select().where(Form.name == "old").exists()
+    assert "removed" in cli("forms", "remove", "old", "--yes").output
+    assert not Form.select().where(Form.name == "old").exists()
+    assert "no form 'old'" in cli("forms", "remove", "old", "--yes", expect=1).output
+    assert "no form 'old'" in cli("forms", "rotate", "old", expect=1).output
+
+
+def test_cli_forms_of_the_config_file_are_changed_there(cli, tmp_path):
+    """A form declared in the configuration file is not rotated or removed by the CLI."""
+    (tmp_path / "leadflow.toml").write_text('[forms.site]\npublic_key = "pk_site"\n')
+    for verb in ("rotate", "remove"):
+        result = cli("forms", verb, "site", "--yes" if verb == "remove" else "--public-key",
+                     expect=1)
+        assert "declared in the configuration file" in result.output

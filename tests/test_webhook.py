@@ -252,6 +252,25 @@ def test_form_added_in_database_works_at_once(client):
     assert Form.select().count() == 1
 
 
+def test_rotated_secret_and_removed_form_refused_by_the_running_server(server, client):
+    """After `forms rotate` the old secret is refused, the new one works; after `forms remove`
+    the endpoint answers 404 (within the form cache's few seconds)."""
+    row = forms.add_form("partner", "plain")
+    body = json.dumps(SARAH).encode()
+
+    def post(secret):
+        headers = {"Content-Type": "application/json", **sign(secret, body)}
+        return client.request("POST", "/forms/partner", body, headers)[0]
+
+    assert post(row.secret) == 202
+    new = forms.rotate_form("partner")
+    ttl = server.server.webhook.forms.ttl
+    _wait(lambda: post(row.secret) == 401, timeout=ttl + 5)
+    assert post(new.secret) == 202
+    assert forms.remove_form("partner")
+    _wait(lambda: post(new.secret) == 404, timeout=ttl + 5)
+
+
 def test_post_becomes_lead_with_custom_fields(server, client):
     """A stored post is processed at once into a lead; unknown fields land in custom."""
     status, _, body = client.json("/forms/open", {**SARAH, "budget_range": "10-50k"},
