@@ -75,15 +75,18 @@ def _form(app, name):
 @click.option("--return-url", metavar="URL", help="Where browsers go after posting.")
 @click.option("--require", "required", multiple=True, type=click.Choice(forms_module.OUR_FIELDS),
               help="A field a submission must have (repeatable; default: email).")
+@click.option("--honeypot", metavar="FIELD",
+              help=f"The hidden spam-trap field (default {forms_module.DEFAULT_HONEYPOT}).")
 @pass_app
-def forms_add(app, name, preset, origins, return_url, required):
+def forms_add(app, name, preset, origins, return_url, required, honeypot):
     """Create the form NAME with a fresh public key and signing secret."""
     app.open_db()
     if name in (app.config.forms or {}):
         raise click.ClickException(f"form {name!r} is declared in the configuration file already")
     try:
         row = forms_module.add_form(name, preset, origins, return_url,
-                                    required=list(required) if required else None)
+                                    required=list(required) if required else None,
+                                    honeypot=honeypot)
     except LeadflowError as exc:
         raise click.ClickException(str(exc).replace("config: ", "")) from None
     except IntegrityError:

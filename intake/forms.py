@@ -224,9 +224,14 @@ def form_from_config(name, table, source=None, environ=None):
     if bad:
         raise FormError(f"{prefix}.required", f"{bad[0]!r} is not one of " + ", ".join(OUR_FIELDS),
                         source)
+    honeypot = text("honeypot", DEFAULT_HONEYPOT) or DEFAULT_HONEYPOT
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.-]{0,63}", honeypot) or guess_field(honeypot) or \
+            honeypot in mapping or honeypot in CONTROL_FIELDS:
+        raise FormError(f"{prefix}.honeypot", f"{honeypot!r} must be a field name (letters, digits, "
+                        "_ . -) that no real field of the form uses, such as '_homepage'", source)
     return FormDef(name=name, preset=preset, public_key=public_key, secret=secret, origins=origins,
                    return_url=return_url, mapping=dict(mapping), required=required,
-                   honeypot=text("honeypot", DEFAULT_HONEYPOT) or DEFAULT_HONEYPOT, source="config")
+                   honeypot=honeypot, source="config")
 
 
 def config_forms(config):
@@ -239,7 +244,8 @@ def form_from_row(row):
     return FormDef(name=row.name, preset=row.preset, public_key=row.public_key,
                    secret=row.secret or None, origins=list(row.origins or []),
                    return_url=row.return_url, mapping=dict(row.mapping or {}),
-                   required=list(row.required or ["email"]) or [], honeypot=DEFAULT_HONEYPOT,
+                   required=list(row.required or ["email"]) or [],
+                   honeypot=row.honeypot or DEFAULT_HONEYPOT,
                    source="database")
 
 
@@ -315,7 +321,8 @@ def new_secret():
     return "whsec_" + secrets.token_urlsafe(32)
 
 
-def add_form(name, preset="plain", origins=(), return_url=None, mapping=None, required=None):
+def add_form(name, preset="plain", origins=(), return_url=None, mapping=None, required=None,
+             honeypot=None):
     """Create a form in the database; return its row (with fresh key and secret)."""
     from leadflow.store.models import Form
 
@@ -323,10 +330,13 @@ def add_form(name, preset="plain", origins=(), return_url=None, mapping=None, re
              "mapping": mapping or {}, "required": required if required is not None else ["email"]}
     if return_url:
         table["return_url"] = return_url
+    if honeypot:
+        table["honeypot"] = honeypot
     checked = form_from_config(name, table)  # the same validation as a config table
     return Form.create(name=name, preset=checked.preset, public_key=new_public_key(),
                        secret=new_secret(), origins=checked.origins, return_url=checked.return_url,
-                       mapping=checked.mapping, required=checked.required)
+                       mapping=checked.mapping, required=checked.required,
+                       honeypot=checked.honeypot if honeypot else None)
 
 
 def rotate_form(name, public_key=False):

@@ -312,6 +312,7 @@ class Form(BaseModel):
     return_url = CharField(max_length=1024, null=True)
     mapping = JSONField(default=dict)
     required = JSONField(default=list)
+    honeypot = CharField(null=True)  # the hidden spam-trap field; None: forms.DEFAULT_HONEYPOT
     created_at = DateTimeField(default=utcnow)
 
 

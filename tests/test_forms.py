@@ -248,3 +248,22 @@ def test_cli_forms_of_the_config_file_are_changed_there(cli, tmp_path):
         result = cli("forms", verb, "site", "--yes" if verb == "remove" else "--public-key",
                      expect=1)
         assert "declared in the configuration file" in result.output
+
+
+def test_cli_forms_add_with_own_honeypot(cli):
+    """`forms add --honeypot` sets the spam-trap field the snippet and the webhook use."""
+    cli("forms", "add", "contact", "--honeypot", "fax_number_2")
+    assert json.loads(cli("forms", "show", "contact", "--json").output)["honeypot"] == "fax_number_2"
+    assert 'name="fax_number_2"' in cli("forms", "snippet", "contact").output
+    from leadflow.store.models import Form
+
+    form = forms.form_from_row(Form.get())
+    submission = forms.read_submission(form, {"email": "a@b.example", "fax_number_2": "spam"})
+    assert submission.honeypot and "fax_number_2" not in submission.custom
+
+
+@pytest.mark.parametrize("honeypot", ["email", "website_url", "bad name", "_form_key"])
+def test_honeypot_that_is_a_real_field_is_refused(cli, honeypot):
+    """A honeypot that a real field would fill (or not a field name) is refused, naming it."""
+    result = cli("forms", "add", "contact", "--honeypot", honeypot, expect=1)
+    assert "forms.contact.honeypot" in result.output

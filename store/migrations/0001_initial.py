@@ -1,4 +1,4 @@
-# Generated from a schema diff on 2026-11-27 23:37.
+# Generated from a schema diff on 2026-11-28 00:15.
 from peewee import (
     BlobField,
     BooleanField,
@@ -221,6 +221,7 @@ def up(migrator, db):
         return_url = CharField(null=True, max_length=1024)
         mapping = TextField(default=dict)
         required = TextField(default=list)
+        honeypot = CharField(null=True)
         created_at = DateTimeField()
         class Meta:
             database = db
