@@ -286,7 +286,8 @@ def listeners(args, folder, env, serve_argv):
 
     serve = Child(serve_argv, env=env, cwd=folder)
     accepted, seconds, lat = asyncio.run(smtp_load(serve.ports["smtp"], args.messages, args.sessions))
-    report("smtp leadflow (committed, FULL)", accepted, seconds, lat, None, smtp_base)
+    report("smtp leadflow (committed, FULL)", accepted, seconds, lat,
+           peak_rss_kib(serve.process.pid), smtp_base)
 
     base = Child([sys.executable, "-c", BASELINE_HTTP, "http"])
     accepted, seconds, lat = asyncio.run(http_load(base.ports["http"], args.posts, args.concurrency, {}))
@@ -295,7 +296,7 @@ def listeners(args, folder, env, serve_argv):
     accepted, seconds, lat = asyncio.run(http_load(serve.ports["http"], args.posts, args.concurrency,
                                                    {"X-Leadflow-Form-Key": "pk_bench"}))
     report("webhook leadflow (committed)", accepted, seconds, lat, serve.stop(), http_base)
-    print("  (peak RSS above: the serve process, after its SMTP and webhook runs)")
+    print("  (peak RSS of leadflow: the serve process so far, after its SMTP, then its webhook run)")
 
     # The realistic case: the worker parses and scores while mail arrives (same process, same
     # SQLite file); the listener shares the CPU and the write lock with it.
