@@ -42,6 +42,7 @@ The compact text form used by the CLI (``--when``) is parsed by
 import datetime
 import difflib
 import json
+import operator
 import re
 import re._constants as _sre
 import re._parser as _sre_parse
@@ -196,10 +197,7 @@ class LeadView:
             return self._cache[field]
         except KeyError:
             pass
-        value = self._lookup(field)
-        if value is not None and not value and not isinstance(value, (int, float)):
-            value = None  # "", [] and {} are no value; 0 and False are
-        self._cache[field] = value
+        value = self._cache[field] = _clean(self._lookup(field))
         return value
 
     def keys(self, field):
@@ -244,20 +242,22 @@ class LeadView:
         self._cache[("words", field)] = words
         return words
 
+    def lowered(self, field):
+        """The value as text to look single words up in (see :func:`_lowered`)."""
+        try:
+            return self._cache[("lowered", field)]
+        except KeyError:
+            value = self.get(field)
+            text = self._cache[("lowered", field)] = None if value is None else _lowered(value)
+            return text
+
     def folded(self, field):
         """The value as folded text (lists joined), for word matching."""
         try:
             return self._cache[("folded", field)]
         except KeyError:
             pass
-        value = self.get(field)
-        if value is None:
-            text = None
-        elif isinstance(value, (list, tuple)):
-            text = _fold(" \n ".join(str(v) for v in value))
-        else:
-            text = _fold(str(value))
-        self._cache[("folded", field)] = text
+        text = self._cache[("folded", field)] = _folded(self.get(field))
         return text
 
     def _lookup(self, field):
@@ -276,21 +276,290 @@ class LeadView:
             if row is None:
                 return None
             return row.get(parts) if isinstance(row, dict) else getattr(row, parts, None)
-        value = self._own(head) or {}
-        for part in parts:
-            if isinstance(value, dict):
-                value = value.get(part)
-            else:
-                return None
+        return _dig(self._own(head), parts)
+
+
+def _folded(value):
+    """A value as folded text (list items joined), for word matching; None stays None."""
+    if value is None:
+        return None
+    if isinstance(value, (list, tuple)):
+        return _fold(" \n ".join(str(v) for v in value))
+    return _fold(str(value))
+
+
+def _lowered(value):
+    """Text in which the single words of ``contains`` are looked for: plain ASCII text only
+    lower-cased (folding would only also squeeze its white space, which changes no whole
+    word), anything else folded."""
+    if value.__class__ is str and value.isascii():
+        return value.lower()
+    return _folded(value)
+
+
+def _keys_of(value):
+    return frozenset() if value is None else frozenset(_eq_key(v) for v in _items(value))
+
+
+def _tag(value):
+    """A memo key for a value: itself for text, else tagged with its type (1, 1.0 and
+    True answer differently); unhashable for a table (not memoised)."""
+    cls = value.__class__
+    if cls is list or cls is tuple:
+        return (list, tuple([v if v.__class__ is str else _tag(v) for v in value]))
+    return (cls, value)
+
+
+def memo_keys(values):
+    """:func:`_tag` over a column of values."""
+    return [v if v.__class__ is str or v is None else _tag(v) for v in values]
+
+
+_MISS = object()
+
+
+class _Memo:
+    """Derived values remembered per distinct value, while that pays: a field whose values
+    hardly repeat (message text) stops being memoised after a trial."""
+
+    __slots__ = ("table", "lookups", "misses")
+
+    TRIAL = 4096
+    SIZE = 8192
+
+    def __init__(self):
+        self.table = {}
+        self.lookups = self.misses = 0
+
+    def map(self, fn, values):
+        """``[fn(v) for v in values]``; False once memoising stopped paying."""
+        table = self.table
+        get = table.get
+        out = []
+        append = out.append
+        misses = 0
+        for value, key in zip(values, memo_keys(values)):
+            try:
+                got = get(key, _MISS)
+            except TypeError:  # a table: not hashable
+                append(fn(value))
+                continue
+            if got is _MISS:
+                misses += 1
+                got = table[key] = fn(value)
+            append(got)
+        self.lookups += len(values)
+        self.misses += misses
+        if len(table) > self.SIZE:
+            table.clear()
+        return out
+
+    @property
+    def pays(self):
+        return self.lookups < self.TRIAL or self.misses * 2 < self.lookups
+
+
+class LeadColumns:
+    """A batch of leads field by field: each field a list with one value per lead.
+
+    Made from rows read straight from the database (:meth:`from_rows`) or from
+    :class:`LeadView` s (:meth:`from_views`). Each field is read once for the
+    batch, however many rules look at it, and what conditions derive from it
+    (comparison keys, numbers, dates, folded text) once per field, shared by
+    every condition, and per distinct value while values repeat (titles,
+    countries, dates). ``memos`` (a dict) may be shared by the batches of one
+    run. :meth:`view` gives one lead as a :class:`LeadView` over the same values,
+    for the reasons of a hit. The values are those :meth:`LeadView.get` gives.
+    """
+
+    __slots__ = ("size", "_read", "_reference_dates", "_make_view", "_values", "_derived",
+                 "_views", "_references", "memos")
+
+    def __init__(self, size, read, references, make_view=None, memos=None):
+        self.size = size
+        self._read = read
+        self._reference_dates = references
+        self._make_view = make_view
+        self._values = {}
+        self._derived = {}
+        self._views = {}
+        self._references = None
+        self.memos = memos if memos is not None else {}
+
+    @classmethod
+    def from_views(cls, views, memos=None):
+        views = list(views)
+        return cls(len(views), lambda field: [v.get(field) for v in views],
+                   lambda: [v.reference for v in views], views.__getitem__, memos)
+
+    @classmethod
+    def from_rows(cls, column, memos=None):
+        """Leads as columns: ``column(name)`` gives a Lead column's values for the batch
+        (as a Lead attribute would hold them), and for ``organisation.NAME`` and
+        ``contact.NAME`` the linked row's (None where there is no row)."""
+        size = len(column("id"))
+
+        def read(field):
+            kind, head, parts = field_kind(field)
+            if kind == "own":
+                return column(field)
+            if kind == "text":
+                return [s + "\n" + m if s and m else (s or m or None)
+                        for s, m in zip(column("subject"), column("message"))]
+            if kind == "related":
+                return column(field)
+            return [_dig(v, parts) for v in column(head)]
+
+        def references():
+            today, out = None, []
+            for last, created in zip(column("last_inquiry_at"), column("created_at")):
+                date = to_date(last or created)
+                if date is None:
+                    today = today or datetime.datetime.now(datetime.timezone.utc).date()
+                    date = today
+                out.append(date)
+            return out
+
+        return cls(size, read, references, None, memos)
+
+    def values(self, field):
+        """The field's value for every lead (None where there is none)."""
+        try:
+            return self._values[field]
+        except KeyError:
+            values = self._values[field] = [v if v else _clean(v) for v in self._read(field)]
+            return values
+
+    def references(self):
+        """The date durations count from, for every lead (see :attr:`LeadView.reference`)."""
+        if self._references is None:
+            self._references = self._reference_dates()
+        return self._references
+
+    def _derive(self, kind, field, fn):
+        try:
+            return self._derived[(kind, field)]
+        except KeyError:
+            pass
+        if fn is None:  # memo keys
+            values = self.values(field)
+            keys = memo_keys(values)
+            if kind == "days":
+                keys = [v.date() if isinstance(v, datetime.datetime) else k
+                        for v, k in zip(values, keys)]
+            self._derived[(kind, field)] = keys
+            return keys
+        memo = self.memos.get((kind, field), _MISS)
+        if memo is _MISS:
+            memo = self.memos[(kind, field)] = _Memo()
+        values = self.values(field)
+        if memo is None:
+            out = [fn(v) for v in values]
+        else:
+            out = memo.map(fn, values)
+            if not memo.pays:
+                self.memos[(kind, field)] = None
+        self._derived[(kind, field)] = out
+        return out
+
+    def keys(self, field):
+        return self._derive("keys", field, _keys_of)
+
+    def numbers(self, field):
+        return self._derive("number", field, to_number)
+
+    def dates(self, field):
+        return self._derive("date", field, to_date)
+
+    def folded(self, field):
+        return self._derive("folded", field, _folded)
+
+    def lowered(self, field):
+        return self._derive("lowered", field,
+                            lambda v: None if v is None else _lowered(v))
+
+    def tagged(self, field):
+        """The values as memo keys (see :func:`memo_keys`)."""
+        return self._derive("tagged", field, None)
+
+    def days(self, field):
+        """Memo keys for a field that is only compared as a date: a time counts by its
+        day (the day is all such a comparison and its reason look at)."""
+        return self._derive("days", field, None)
+
+    def view(self, index):
+        """Lead number ``index`` as a :class:`LeadView` (made once per batch)."""
+        try:
+            return self._views[index]
+        except KeyError:
+            view = self._views[index] = (self._make_view(index) if self._make_view
+                                         else _ColumnView(self, index))
+            return view
+
+
+class _ColumnView(LeadView):
+    """One lead of a :class:`LeadColumns`, read from its columns."""
+
+    __slots__ = ("_columns", "_index")
+
+    def __init__(self, columns, index):
+        super().__init__(None, None, None, reference=columns.references()[index])
+        self._columns = columns
+        self._index = index
+
+    def get(self, field):
+        return self._columns.values(field)[self._index]
+
+    def keys(self, field):
+        return self._columns.keys(field)[self._index]
+
+    def number(self, field):
+        return self._columns.numbers(field)[self._index]
+
+    def date(self, field):
+        return self._columns.dates(field)[self._index]
+
+    def folded(self, field):
+        return self._columns.folded(field)[self._index]
+
+    def lowered(self, field):
+        return self._columns.lowered(field)[self._index]
+
+
+def _clean(value):
+    """A looked-up value as conditions see it: "", [] and {} are no value (None); 0 and
+    False are values."""
+    if value is not None and not value and not isinstance(value, (int, float)):
+        return None
+    return value
+
+
+def _dig(value, parts):
+    """``parts`` looked up in a JSON column's value (signals, custom); a table found at
+    the end gives its main value (see the module's docstring)."""
+    value = value or {}
+    for part in parts:
         if isinstance(value, dict):
-            for key in _PRIMARY_KEYS:
-                if value.get(key) not in (None, ""):
-                    return value[key]
-            return None if not value else value
-        return value
+            value = value.get(part)
+        else:
+            return None
+    if isinstance(value, dict):
+        for key in _PRIMARY_KEYS:
+            if value.get(key) not in (None, ""):
+                return value[key]
+        return None if not value else value
+    return value
 
 
 _FIELD_KINDS = {}
+
+
+def field_kind(field):
+    """How a field is read: ``(kind, head, parts)``, kind one of own, text, related, nested."""
+    try:
+        return _FIELD_KINDS[field]
+    except KeyError:
+        return _FIELD_KINDS.setdefault(field, _field_kind(field))
 
 
 def _field_kind(field):
@@ -618,6 +887,48 @@ def compile_pattern(pattern):
     return compiled
 
 
+def required_text(pattern):
+    """Lower-case ASCII strings one of which any match of ``pattern`` (case-insensitive)
+    must contain, or None when no such set is known. Plain ASCII text without any of
+    them cannot match, so it need not be searched (the regex runs on all other text)."""
+    try:
+        parsed = _sre_parse.parse(pattern, re.IGNORECASE)
+    except re.error:
+        return None
+    needs = _required(list(parsed))
+    return tuple(sorted(set(needs))) if needs else None
+
+
+def _required(items):
+    """For a sequence: the best set of strings one of which must occur (None: none)."""
+    best, run = None, []
+
+    def better(a, b):
+        if b is None or not all(b):
+            return a
+        if a is None or min(map(len, b)) > min(map(len, a)):
+            return b
+        return a
+
+    for op, av in items:
+        if op == _sre.LITERAL and av < 128:
+            run.append(chr(av).lower())
+            continue
+        best = better(best, ["".join(run)] if run else None)
+        run = []
+        if op == _sre.SUBPATTERN:
+            best = better(best, _required(list(av[3])))
+        elif op == _sre.BRANCH:
+            alternatives = [_required(list(alt)) for alt in av[1]]
+            if all(alternatives):
+                best = better(best, [s for alt in alternatives for s in alt])
+        elif op in (_sre.MAX_REPEAT, _sre.MIN_REPEAT, _sre.POSSESSIVE_REPEAT) and av[0] >= 1:
+            best = better(best, _required(list(av[2])))
+        elif op == _sre.ATOMIC_GROUP:
+            best = better(best, _required(list(av)))
+    return better(best, ["".join(run)] if run else None)
+
+
 # ---------------------------------------------------------------------------
 # validation: data in, canonical data out
 
@@ -713,8 +1024,9 @@ def _items(value):
 class Check:
     """One compiled condition: ``test(view)`` -> bool, ``explain(view)`` -> reason."""
 
-    __slots__ = ("condition", "field", "op", "value", "test", "_label", "_regex", "_reasons",
-                 "_relative", "_duration", "_within")
+    __slots__ = ("condition", "field", "op", "value", "test", "column", "_label", "_regex",
+                 "_reasons", "_relative", "_duration", "_within", "_bounded", "_hit_reasons",
+                 "_needs")
 
     def __init__(self, condition):
         self.condition = condition = normalise_condition(condition)
@@ -723,12 +1035,20 @@ class Check:
         self.value = value = condition.get("value")
         self._label = label(field)
         self._reasons = {}
+        self._hit_reasons = {}
         self._duration = parse_duration(value) if isinstance(value, str) else None
         self._relative = self._duration is not None
         amount = self._duration.amount if self._relative else 0
         self._within = self._relative and ((op in ("lte", "lt") and amount >= 0)
                                            or (op in ("gte", "gt") and amount <= 0))
+        self._needs = None
         self.test = getattr(self, "_make_" + op)(field, value)
+        self.column = getattr(self, "_column_" + op)(field, value)
+
+    @property
+    def dates(self):
+        """True when only the value's date matters (a comparison with a date or duration)."""
+        return self.op in _COMPARE_WORDS and isinstance(self.value, str)
 
     # each _make_OP returns a fast function view -> bool
     def _make_exists(self, field, value):
@@ -762,6 +1082,9 @@ class Check:
         regex = re.compile(r"(?<!\w)(?:" + "|".join(re.escape(w) for w in phrases) + r")(?!\w)") \
             if phrases else None
         self._regex = (words, singles, regex)
+        # each word as a whole word, for the reason and for whole columns of text
+        self._bounded = [(w, re.compile(r"(?<!\w)" + re.escape(w) + r"(?!\w)"), w in singles)
+                         for w in words]
 
         def test(view):
             tokens = view.words(field)
@@ -775,6 +1098,7 @@ class Check:
     def _make_matches(self, field, value):
         regex = compile_pattern(value)
         self._regex = regex
+        self._needs = required_text(value)
 
         def test(view):
             got = view.get(field)
@@ -821,6 +1145,153 @@ class Check:
     def _make_lte(self, field, value):
         return self._compare(field, value, lambda a, b: a <= b)
 
+    def _first_word(self, lowered, folded):
+        """The first of the words (in the rule's order) that the text holds as a whole
+        word, else None: the same answer as looking the words up in the text's set of
+        words, without splitting the text (most words are not there at all). Single
+        words are looked for in ``lowered`` (see :func:`_lowered`), phrases in the
+        folded text, which ``folded()`` gives."""
+        if lowered is None:
+            return None
+        for word, bounded, single in self._bounded:
+            text = lowered if single else folded()
+            if word in text and bounded.search(text):
+                return word
+        return None
+
+    def reasons(self, cols, indices):
+        """``explain(view, True)`` for the leads at ``indices`` of a :class:`LeadColumns`,
+        where this condition holds: remembered per value (and reference date when the
+        reason names a date counted from it)."""
+        op, name = self.op, self._label
+        if op == "exists":
+            return [f"{name} is given"] * len(indices)
+        if op == "missing":
+            return [f"{name} is missing"] * len(indices)
+        if op == "contains":
+            lowered = cols.lowered(self.field)
+            out = []
+            for i in indices:
+                word = self._first_word(lowered[i], lambda i=i: cols.folded(self.field)[i])
+                out.append(f"{name} contains {word!r}" if word else
+                           self.explain(cols.view(i), True))
+            return out
+        if op == "matches":
+            return [self.explain(cols.view(i), True) for i in indices]
+        keys = cols.days(self.field) if self.dates else cols.tagged(self.field)
+        references = cols.references() if self._relative and not self._within else None
+        known = self._hit_reasons
+        if len(known) > 4096:
+            known.clear()
+        out = []
+        for i in indices:
+            key = keys[i] if references is None else (keys[i], references[i])
+            try:
+                reason = known[key]
+            except KeyError:
+                reason = known[key] = self._explain(cols.view(i), True)
+            except TypeError:  # a table: not hashable
+                reason = self._explain(cols.view(i), True)
+            out.append(reason)
+        return out
+
+    # each _column_OP returns a function LeadColumns -> [bool], one per lead, that
+    # answers as test() would on each lead's view
+    def _column_exists(self, field, value):
+        return lambda cols: [v is not None for v in cols.values(field)]
+
+    def _column_missing(self, field, value):
+        return lambda cols: [v is None for v in cols.values(field)]
+
+    def _column_eq(self, field, value):
+        key = _eq_key(value)
+        return lambda cols: [key in keys for keys in cols.keys(field)]
+
+    def _column_ne(self, field, value):
+        key = _eq_key(value)
+        return lambda cols: [key not in keys for keys in cols.keys(field)]
+
+    def _column_in(self, field, value):
+        wanted = frozenset(_eq_key(v) for v in value)
+        return lambda cols: [not wanted.isdisjoint(keys) for keys in cols.keys(field)]
+
+    def _column_not_in(self, field, value):
+        wanted = frozenset(_eq_key(v) for v in value)
+        return lambda cols: [wanted.isdisjoint(keys) for keys in cols.keys(field)]
+
+    def _column_contains(self, field, value):
+        phrases = self._regex[2]
+        singles = [(w, bounded) for w, bounded, single in self._bounded if single]
+
+        def any_single(lowered):
+            # a single word is looked for in the lower-cased text: for plain ASCII text
+            # it has the same whole words as the folded text (see LeadColumns.lowered)
+            for word, bounded in singles:
+                if word in lowered and bounded.search(lowered):
+                    return True
+            return False
+
+        def column(cols):
+            lowered = cols.lowered(field)
+            if phrases is None:
+                return [t is not None and any_single(t) for t in lowered]
+            search, word = phrases.search, _WORD_RE.search
+            # test() answers no for a text without any word, whatever the phrases
+            return [t is not None and (any_single(t) or (search(f) is not None
+                                                         and word(f) is not None))
+                    for t, f in zip(lowered, cols.folded(field))]
+        return column
+
+    def _column_matches(self, field, value):
+        search = self._regex.search
+        needs = self._needs  # the pattern cannot match plain ASCII text without one of these
+
+        def found(v):
+            if v.__class__ is str:
+                if needs and v.isascii():
+                    lowered = v.lower()
+                    if not any(n in lowered for n in needs):
+                        return False
+                return search(v[:MAX_MATCH_INPUT]) is not None
+            return any(search(str(x)[:MAX_MATCH_INPUT]) is not None for x in _items(v))
+
+        return lambda cols: [v is not None and found(v) for v in cols.values(field)]
+
+    def _column_compare(self, field, value, cmp):
+        if isinstance(value, str):
+            days = parse_duration(value)
+            if days is None:
+                fixed = to_date(value)
+                return lambda cols: [d is not None and cmp(d, fixed) for d in cols.dates(field)]
+            shifted = {}
+
+            def column(cols):
+                out = []
+                for got, reference in zip(cols.dates(field), cols.references()):
+                    if got is None:
+                        out.append(False)
+                        continue
+                    try:
+                        bound = shifted[reference]
+                    except KeyError:
+                        bound = shifted[reference] = days.shift(reference)
+                    out.append(cmp(got, bound))
+                return out
+            return column
+        return lambda cols: [n is not None and cmp(n, value) for n in cols.numbers(field)]
+
+    def _column_gt(self, field, value):
+        return self._column_compare(field, value, operator.gt)
+
+    def _column_gte(self, field, value):
+        return self._column_compare(field, value, operator.ge)
+
+    def _column_lt(self, field, value):
+        return self._column_compare(field, value, operator.lt)
+
+    def _column_lte(self, field, value):
+        return self._column_compare(field, value, operator.le)
+
     # reasons
     def explain(self, view, hit=None):
         """A readable sentence on why this condition holds (or does not) for ``view``."""
@@ -859,15 +1330,8 @@ class Check:
             inside = (op == "in") == hit
             return f"{name} {shown!r} is {'' if inside else 'not '}one of {_show(value)}"
         if op == "contains":
-            words, singles, regex = self._regex
-            tokens = view.words(self.field)
-            for word in words:
-                if word in singles and word in tokens:
-                    return f"{name} contains {word!r}"
-                if word not in singles and re.search(r"(?<!\w)" + re.escape(word) + r"(?!\w)",
-                                                     view.folded(self.field)):
-                    return f"{name} contains {word!r}"
-            return f"{name} has none of {_show(value)}"
+            word = self._first_word(view.lowered(self.field), lambda: view.folded(self.field))
+            return f"{name} contains {word!r}" if word else f"{name} has none of {_show(value)}"
         if op == "matches":
             for v in _items(got):
                 m = self._regex.search(str(v)[:MAX_MATCH_INPUT])
@@ -941,6 +1405,33 @@ class Matcher:
             if not t(view):
                 return False
         return True
+
+    def column(self, cols):
+        """:meth:`test` for every lead of a :class:`LeadColumns`: a list of bools."""
+        return self.combine([c.column(cols) for c in self.checks])
+
+    def combine(self, columns):
+        """Each check's column of answers joined into the matcher's."""
+        if len(columns) == 1:
+            return columns[0]
+        return list(map(any if self._any else all, zip(*columns)))
+
+    def reasons_column(self, cols, indices, columns=None):
+        """:meth:`reasons_for_hit` for the leads at ``indices`` (all hits); ``columns``
+        are the checks' answers when known (needed with ``any``)."""
+        checks = self.checks
+        if len(checks) == 1:
+            return [[r] for r in checks[0].reasons(cols, indices)]
+        if not self._any:
+            return [list(t) for t in zip(*[c.reasons(cols, indices) for c in checks])]
+        if columns is None:
+            columns = [c.column(cols) for c in checks]
+        out = [[] for _ in indices]
+        for check, answers in zip(checks, columns):
+            held = [n for n, i in enumerate(indices) if answers[i]]
+            for n, reason in zip(held, check.reasons(cols, [indices[n] for n in held])):
+                out[n].append(reason)
+        return out
 
     def reasons_for_hit(self, view):
         """The reasons of a known hit (cheaper than :meth:`explain`)."""

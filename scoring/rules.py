@@ -24,14 +24,16 @@ memoise their answer (and breakdown entry, with its JSON text) per value;
 import json
 import re
 from dataclasses import dataclass
+from itertools import compress
 
 from leadflow.errors import LeadflowError
 from leadflow.scoring.conditions import (
-    LEAD_FIELDS,
     NOT_FOR_SCORING,
     ConditionError,
+    LeadColumns,
     LeadView,
     Matcher,
+    memo_keys,
     normalise_conditions,
 )
 
@@ -207,11 +209,17 @@ class ScoreResult:
         return self.verdict == "disqualify"
 
 
+def _memo_key(value):
+    return memo_keys((value,))[0]
+
+
 _MEMO_SIZE = 4096
 _MEMO_RESETS = 4
-_MEMO_TRIAL = 8192
+_MEMO_TRIAL = 8192  # lookups before a rule may stop memoising (one lead at a time)
+_BATCH_TRIAL = 8192  # the same, for batches
+_FEW_MISSES = 16  # more misses than this in a batch: test the batch column-wise
 _MISS = object()
-_OWN_COLUMNS = frozenset(LEAD_FIELDS) - {"text"}
+_UNHASHABLE = object()
 
 
 class _CompiledRule:
@@ -225,16 +233,25 @@ class _CompiledRule:
     few full memos.
     """
 
-    __slots__ = ("rule", "matcher", "memo", "resets", "fields", "relative", "presence",
-                 "lookups", "misses", "_template", "_suffix", "_json_head", "_json_tail")
+    __slots__ = ("rule", "matcher", "memo", "resets", "fields", "relative", "presence", "days",
+                 "by_reason", "lookups", "misses", "_template", "_suffix", "_json_head",
+                 "_json_tail", "_weight")
 
-    def __init__(self, rule):
+    def __init__(self, rule, caps=None):
         self.rule = rule
         self.matcher = Matcher(rule.conditions, rule.match)
+        # what a hit adds up to: points, the group when it has a cap (sums of groups
+        # without one change nothing), the verdict
+        self._weight = (0, None, rule.verdict) if rule.verdict else \
+            (rule.points, rule.group if rule.group in (caps or {}) else None, None)
         self.fields = self.matcher.fields
         self.relative = self.matcher.relative
         self.presence = self.matcher.presence_only
+        # fields only compared as dates: their answers (and reasons) depend on the day
+        self.days = frozenset(f for f in self.fields
+                              if all(c.dates for c in self.matcher.checks if c.field == f))
         self.memo = {}
+        self.by_reason = {}
         self.resets = 0
         self.lookups = self.misses = 0
         if rule.verdict:
@@ -253,11 +270,11 @@ class _CompiledRule:
     def key(self, view):
         get = view.get
         if len(self.fields) == 1:
-            key = get(self.fields[0]) is None if self.presence else get(self.fields[0])
+            key = get(self.fields[0]) is None if self.presence else _memo_key(get(self.fields[0]))
         elif self.presence:
             key = tuple([get(f) is None for f in self.fields])
         else:
-            key = tuple([get(f) for f in self.fields])
+            key = tuple([_memo_key(get(f)) for f in self.fields])
         if not self.relative:
             return key
         return (key, self.matcher.test(view)) if self.matcher.relative_stable else \
@@ -277,53 +294,104 @@ class _CompiledRule:
         except TypeError:  # a list or table value: not hashable, not memoised
             return self._answer(view)
 
-    def column(self, views, gets=None):
-        """:meth:`fire` over many views: one entry (or None) per view.
+    def entries(self, cols):
+        """:meth:`fire` for every lead of a :class:`LeadColumns`: one entry (or None) each.
 
-        ``gets`` may hold each view's bound ``get`` (shared by all rules of a batch).
+        While memoising, the answers are looked up by the leads' values and the values
+        not seen yet are answered from the conditions tested column by column; once
+        values hardly repeat, every batch is tested that way and only hits explained.
         """
         memo = self.memo
         if memo is None:
-            answer = self._answer
-            return [answer(v) for v in views]
-        if gets is None:
-            gets = [v.get for v in views]
-        fields = self.fields
-        if len(fields) == 1:
-            field = fields[0]
-            if self.presence:
-                keys = [g(field) is None for g in gets]
-            elif field in _OWN_COLUMNS and views and type(views[0].lead) is dict:
-                # a raw column value is as good a key as the cleaned one, and cheaper
-                keys = [v.lead.get(field) for v in views]
-            else:
-                keys = [g(field) for g in gets]
-        elif self.presence:
-            keys = [tuple([g(f) is None for f in fields]) for g in gets]
-        else:
-            keys = [tuple([g(f) for f in fields]) for g in gets]
-        if self.relative:
-            if self.matcher.relative_stable:
-                test = self.matcher.test
-                keys = [(k, test(v)) for k, v in zip(keys, views)]
-            else:
-                keys = [(k, v.reference) for k, v in zip(keys, views)]
-        self.lookups += len(keys)
+            columns = [c.column(cols) for c in self.matcher.checks]
+            hits = self.matcher.combine(columns)
+            out = [None] * cols.size
+            indices = list(compress(range(cols.size), hits))
+            for i, entry in zip(indices, self._hit_entries(cols, indices, columns)):
+                out[i] = entry
+            return out
+        keys, hits = self._keys(cols)
         lookup = memo.get
         try:
             out = [lookup(k, _MISS) for k in keys]
         except TypeError:  # list or table values: not hashable, answered one by one
             out = []
-            for key, view in zip(keys, views):
+            for key in keys:
                 try:
-                    out.append(memo.get(key, _MISS))
+                    out.append(lookup(key, _MISS))
                 except TypeError:
-                    out.append(self._answer(view))
-        if _MISS in out:
+                    out.append(_UNHASHABLE)
+        self.lookups += len(keys)
+        if _MISS in out or _UNHASHABLE in out:
+            first, unhashable = {}, []
             for i, entry in enumerate(out):
                 if entry is _MISS:
-                    out[i] = self.remember(keys[i], views[i])
+                    first.setdefault(keys[i], i)  # the first lead of each new value
+                elif entry is _UNHASHABLE:
+                    unhashable.append(i)
+            self.misses += len(first)
+            answers = self._answers(cols, list(first.values()) + unhashable, hits)
+            for key, i in first.items():
+                memo[key] = answers[i]
+            for i in unhashable:
+                out[i] = answers[i]
+            for i, entry in enumerate(out):
+                if entry is _MISS:
+                    out[i] = memo[keys[i]]
+            if len(memo) >= _MEMO_SIZE:
+                self.resets += 1
+                memo.clear()
+                if self.resets >= _MEMO_RESETS:
+                    self.memo = None
+        if self.lookups >= _BATCH_TRIAL and self.misses * 2 > self.lookups:
+            self.memo = None  # values hardly repeat: memoising costs more than it saves
         return out
+
+    def _answers(self, cols, indices, hits=None):
+        """``{index: entry or None}`` for the leads at ``indices``: tested column by
+        column when they are many, else one by one."""
+        if len(indices) <= _FEW_MISSES:
+            view = cols.view
+            if hits is None:
+                return {i: self._answer(view(i)) for i in indices}
+            return {i: self._entry(view(i)) if hits[i] else None for i in indices}
+        columns = [c.column(cols) for c in self.matcher.checks]
+        if hits is None:
+            hits = self.matcher.combine(columns)
+        held = [i for i in indices if hits[i]]
+        answers = dict.fromkeys(indices)
+        answers.update(zip(held, self._hit_entries(cols, held, columns)))
+        return answers
+
+    def _hit_entries(self, cols, indices, columns=None):
+        """The breakdown entries of the hits at ``indices``, from their reasons made
+        column by column (``columns``: each condition's answers, when known)."""
+        suffix, known = self._suffix, self.by_reason
+        out = []
+        for reasons in self.matcher.reasons_column(cols, indices, columns):
+            reason = "; ".join(reasons) + suffix
+            entry = known.get(reason)
+            out.append(entry if entry is not None else self._new_entry(reason))
+        return out
+
+    def _keys(self, cols):
+        """The memo keys of a batch (what the answer depends on, per lead), and the
+        hits when they had to be tested for the keys (else None)."""
+        columns = []
+        for field in self.fields:
+            if self.presence:
+                columns.append([v is None for v in cols.values(field)])
+            elif field in self.days:
+                columns.append(cols.days(field))
+            else:
+                columns.append(cols.tagged(field))
+        keys = columns[0] if len(columns) == 1 else list(zip(*columns))
+        if not self.relative:
+            return keys, None
+        if self.matcher.relative_stable:
+            hits = self.matcher.column(cols)
+            return list(zip(keys, hits)), hits
+        return list(zip(keys, cols.references())), None
 
     def remember(self, key, view):
         memo = self.memo
@@ -346,13 +414,26 @@ class _CompiledRule:
     def _answer(self, view):
         if not self.matcher.test(view):
             return None
-        rule = self.rule
+        return self._entry(view)
+
+    def _entry(self, view):
+        """The breakdown entry of a hit on ``view``: one per distinct reason."""
         reason = "; ".join(self.matcher.reasons_for_hit(view)) + self._suffix
+        try:
+            return self.by_reason[reason]
+        except KeyError:
+            return self._new_entry(reason)
+
+    def _new_entry(self, reason):
         entry = _Entry(self._template)
         entry["reason"] = reason
         # the JSON text json.dumps(entry, sort_keys=True) would give, without building it
         entry._json = self._json_head + _dumps(reason) + self._json_tail
-        entry._rule = rule
+        entry._rule = self.rule
+        entry._weight = self._weight
+        if len(self.by_reason) >= _MEMO_SIZE:
+            self.by_reason.clear()
+        self.by_reason[reason] = entry
         return entry
 
 
@@ -362,7 +443,7 @@ _dumps = json.JSONEncoder(ensure_ascii=False).encode
 class _Entry(dict):
     """A breakdown entry: a plain dict that also keeps its own JSON text."""
 
-    __slots__ = ("_json", "_rule")
+    __slots__ = ("_json", "_rule", "_weight")
 
     def json(self):
         try:
@@ -373,16 +454,21 @@ class _Entry(dict):
 
 
 def _cap_entry(group, cap, earned, cut):
-    return _Entry(rule_id=None, rule=f"cap:{group}", points=cut,
-                  reason=f"group {group} is capped at {cap} ({earned} earned): {cut:+d}")
+    entry = _Entry(rule_id=None, rule=f"cap:{group}", points=cut,
+                   reason=f"group {group} is capped at {cap} ({earned} earned): {cut:+d}")
+    entry.json()
+    return entry
 
 
 def breakdown_json(breakdown):
     """The breakdown as stored JSON (the same text ``JSONField`` writes), reusing each
     entry's cached JSON."""
-    return "[" + ", ".join(e.json() if isinstance(e, _Entry) else
-                           json.dumps(e, ensure_ascii=False, sort_keys=True)
-                           for e in breakdown) + "]"
+    try:
+        return "[" + ", ".join([e._json for e in breakdown]) + "]"
+    except AttributeError:  # an entry without its text yet, or a plain dict
+        return "[" + ", ".join(e.json() if isinstance(e, _Entry) else
+                               json.dumps(e, ensure_ascii=False, sort_keys=True)
+                               for e in breakdown) + "]"
 
 
 class RuleSet:
@@ -394,7 +480,13 @@ class RuleSet:
         self.threshold = validate_threshold(threshold)
         self.caps = validate_caps(caps)
         self.version = version
-        self._compiled = [_CompiledRule(rule) for rule in self.rules if rule.enabled]
+        self._compiled = [_CompiledRule(rule, self.caps) for rule in self.rules if rule.enabled]
+        self._cut_entries = {}  # (group, cut) -> the cap's entry (read-only, like all entries)
+
+    def __reduce__(self):
+        # pickled as its data (a parallel rescore's workers rebuild it); compiled rules
+        # hold closures
+        return (RuleSet, (self.rules, self.threshold, self.caps, self.version))
 
     def to_dict(self):
         return {"version": self.version, "threshold": self.threshold, "groups": dict(self.caps),
@@ -413,28 +505,28 @@ class RuleSet:
 
     def score_many(self, views):
         """Score many :class:`LeadView` s at once, rule by rule (column-wise): the same
-        results as :meth:`score` on each, for a fraction of the cost per lead."""
-        gets = [v.get for v in views]
-        columns = [c.column(views, gets) for c in self._compiled]
-        result = self._result
-        return [result([e for e in row if e is not None]) for row in zip(*columns)] \
-            if columns else [result([]) for _ in views]
+        results as :meth:`score` on each (see :class:`BatchScorer`)."""
+        return BatchScorer(self).score(LeadColumns.from_views(views))
+
+    def scorer(self):
+        """A :class:`BatchScorer` for one run over many batches."""
+        return BatchScorer(self)
 
     def _result(self, fired):
         total = 0
         verdict = disqualified_by = None
         group_sums = None
         for entry in fired:
-            rule = entry._rule
-            if rule.verdict:
+            points, group, rule_verdict = entry._weight
+            if rule_verdict:
                 if disqualified_by is None:
-                    verdict, disqualified_by = rule.verdict, entry
-            else:
-                total += rule.points
-                if rule.group:
-                    if group_sums is None:
-                        group_sums = {}
-                    group_sums[rule.group] = group_sums.get(rule.group, 0) + rule.points
+                    verdict, disqualified_by = rule_verdict, entry
+                continue
+            total += points
+            if group:
+                if group_sums is None:
+                    group_sums = {}
+                group_sums[group] = group_sums.get(group, 0) + points
         breakdown = fired
         if group_sums:
             for group in sorted(group_sums):
@@ -444,7 +536,14 @@ class RuleSet:
                     total += cut
                     if breakdown is fired:
                         breakdown = list(fired)
-                    breakdown.append(_cap_entry(group, cap, group_sums[group], cut))
+                    try:
+                        entry = self._cut_entries[(group, cut)]
+                    except KeyError:
+                        if len(self._cut_entries) >= _MEMO_SIZE:
+                            self._cut_entries.clear()
+                        entry = self._cut_entries[(group, cut)] = _cap_entry(
+                            group, cap, group_sums[group], cut)
+                    breakdown.append(entry)
         return ScoreResult(score=total, breakdown=breakdown, threshold=self.threshold,
                            version=self.version, verdict=verdict,
                            disqualified_by=disqualified_by)
@@ -469,3 +568,34 @@ class RuleSet:
             if rule.name.casefold() == text.casefold():
                 return rule
         return None
+
+
+class BatchScorer:
+    """Scores batches of leads column by column, for one run (a rescore, a simulation).
+
+    For each rule in turn, the batch's values of the fields the rule reads give
+    its answer for every lead: looked up in the rule's memo while the values
+    repeat (a domain class, a country, a timeline's day), else tested column by
+    column (:meth:`Matcher.column`) with only the hits explained. What each lead
+    then gets is exactly what :meth:`RuleSet.score` gives it (a test checks every
+    operator). Memos (answers per rule, derived values per field) live as long as
+    the scorer: one run, never across runs; they are bounded in size.
+    """
+
+    def __init__(self, ruleset):
+        self.ruleset = ruleset
+        self.rules = [_CompiledRule(rule, ruleset.caps) for rule in ruleset.rules if rule.enabled]
+        self.memos = {}
+
+    def columns(self, column):
+        """A batch read from the database as :class:`LeadColumns` (see
+        :meth:`LeadColumns.from_rows`), sharing this run's memos."""
+        return LeadColumns.from_rows(column, self.memos)
+
+    def score(self, cols):
+        """A :class:`ScoreResult` per lead of ``cols``, in order."""
+        result = self.ruleset._result
+        if not self.rules:
+            return [result([]) for _ in range(cols.size)]
+        columns = [rule.entries(cols) for rule in self.rules]
+        return [result(list(filter(None, row))) for row in zip(*columns)]
