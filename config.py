@@ -205,6 +205,8 @@ class RelayConfig:
     host: str = _opt("localhost", "SMTP relay that sends digests")
     port: int = _opt(25, "relay port", _port)
     security: str = _opt("none", "none | starttls | tls", _one_of("none", "starttls", "tls"))
+    ca_file: str = _opt("", "PEM file of the CA that signed the relay's certificate, for a relay "
+                            "with a private CA (empty: the system's CAs)")
     username: str = _opt("", "relay user name (empty: no AUTH)")
     password_env: str = _opt("LEADFLOW_RELAY_PASSWORD",
                              "environment variable that holds the relay password")

@@ -62,17 +62,26 @@ def _classify(code, reason, recipients):
     return cls(recipients, _text(reason).strip(), code)
 
 
+def _tls_context(relay):
+    """Certificate and host name checked, against ``relay.ca_file`` or the system's CAs."""
+    try:
+        return ssl.create_default_context(cafile=relay.ca_file or None)
+    except (OSError, ssl.SSLError) as exc:
+        raise PermanentSendError([], f"notify.relay.ca_file {relay.ca_file!r} cannot be loaded: "
+                                     f"{getattr(exc, 'strerror', None) or exc}") from None
+
+
 def _connect(relay):
     """An open, greeted (and, as configured, encrypted and logged-in) SMTP session."""
     if relay.security == "tls":
         session = smtplib.SMTP_SSL(relay.host, relay.port, timeout=relay.timeout,
-                                   context=ssl.create_default_context())
+                                   context=_tls_context(relay))
     else:
         session = smtplib.SMTP(relay.host, relay.port, timeout=relay.timeout)
     try:
         session.ehlo()
         if relay.security == "starttls":
-            session.starttls(context=ssl.create_default_context())
+            session.starttls(context=_tls_context(relay))
             session.ehlo()
         if relay.username:
             password = os.environ.get(relay.password_env)

@@ -50,11 +50,14 @@ class _Handler:
 class SmtpSink:
     """An SMTP server in a thread that keeps what it receives."""
 
-    def __init__(self, data_replies=(), rcpt_replies=None, users=None, store=True):
+    def __init__(self, data_replies=(), rcpt_replies=None, users=None, store=True, tls=None,
+                 starttls=None):
         self.data_replies = list(data_replies)
         self.rcpt_replies = {k.lower(): v for k, v in (rcpt_replies or {}).items()}
         self.users = users
         self.store = store
+        self.tls = tls            # an ssl.SSLContext: TLS from the first byte
+        self.starttls = starttls  # an ssl.SSLContext: offer STARTTLS
         self.messages = []
         self.envelopes = []
         self.logins = []
@@ -78,6 +81,8 @@ class SmtpSink:
         kwargs = {}
         if self.users is not None:
             kwargs = dict(authenticator=self._authenticate, auth_require_tls=False)
+        if self.starttls is not None:
+            kwargs["tls_context"] = self.starttls
         return SMTP(_Handler(self), hostname="sink.localhost", **kwargs)
 
     def start(self):
@@ -87,7 +92,7 @@ class SmtpSink:
             self._loop = asyncio.new_event_loop()
             asyncio.set_event_loop(self._loop)
             self._server = self._loop.run_until_complete(
-                self._loop.create_server(self._factory, self.host, 0))
+                self._loop.create_server(self._factory, self.host, 0, ssl=self.tls))
             self.port = self._server.sockets[0].getsockname()[1]
             ready.set()
             self._loop.run_forever()

@@ -195,3 +195,22 @@ def mail_fixture():
     def get(name):
         return FIXTURES / "mail" / name
     return get
+
+
+@pytest.fixture(scope="session")
+def certificate(tmp_path_factory):
+    """A self-signed certificate for 127.0.0.1 (made with the openssl command): (cert, key)."""
+    import shutil
+    import subprocess
+
+    if shutil.which("openssl") is None:
+        if IN_CI:
+            pytest.fail("the openssl command is required under CI (TLS tests)", pytrace=False)
+        pytest.skip("the openssl command is not installed")
+    folder = tmp_path_factory.mktemp("tls")
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                    "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1", "-subj",
+                    "/CN=leadflow.localhost", "-addext", "subjectAltName=IP:127.0.0.1",
+                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+    return str(cert), str(key)

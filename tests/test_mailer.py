@@ -141,3 +141,42 @@ def test_relay_session_recovers_after_a_failure():
                 relay.send(_message("gone@ourco.example"))
             relay.send(_message("sam@ourco.example"))
     assert [rcpts for _, rcpts in sink.envelopes] == [["sam@ourco.example"]]
+
+
+def _server_context(certificate):
+    import ssl
+
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(*certificate)
+    return context
+
+
+@pytest.mark.parametrize("security", ["starttls", "tls"])
+def test_tls_relay_with_its_ca_delivers(certificate, security):
+    """STARTTLS and TLS from the first byte: the relay's certificate, checked against
+    notify.relay.ca_file, is accepted and the message delivered encrypted."""
+    context = _server_context(certificate)
+    kwargs = {"starttls": context} if security == "starttls" else {"tls": context}
+    with SmtpSink(**kwargs) as sink:
+        mailer.send(_config(sink.port, security=security, ca_file=certificate[0], timeout=5.0),
+                    _message())
+    assert sink.envelopes == [("leadflow@ourco.example", ["sam@ourco.example"])]
+
+
+@pytest.mark.parametrize("security", ["starttls", "tls"])
+def test_tls_relay_with_an_unknown_certificate_is_refused(certificate, security):
+    """A certificate no trusted CA signed is a permanent failure: nothing is sent in clear."""
+    context = _server_context(certificate)
+    kwargs = {"starttls": context} if security == "starttls" else {"tls": context}
+    with SmtpSink(**kwargs) as sink:
+        with pytest.raises(mailer.PermanentSendError, match="certificate"):
+            mailer.send(_config(sink.port, security=security, timeout=5.0), _message())
+    assert sink.messages == []
+
+
+def test_unreadable_ca_file_is_a_clear_permanent_error(tmp_path):
+    """A ca_file that cannot be read names the setting."""
+    with SmtpSink() as sink:
+        with pytest.raises(mailer.PermanentSendError, match="notify.relay.ca_file"):
+            mailer.send(_config(sink.port, security="tls", ca_file=str(tmp_path / "none.pem")),
+                        _message())

@@ -1,7 +1,6 @@
 """The SMTP listener: real smtplib sessions against the server on 127.0.0.1, port 0."""
 
 import concurrent.futures
-import os
 import smtplib
 import socket
 
@@ -218,25 +217,6 @@ async def _until_idle(server, timeout=20):
             return
         await asyncio.sleep(0.05)
     raise AssertionError("the queue did not drain")
-
-
-@pytest.fixture(scope="module")
-def certificate(tmp_path_factory):
-    """A self-signed certificate for 127.0.0.1 (made with the openssl command)."""
-    import shutil
-    import subprocess
-
-    if shutil.which("openssl") is None:
-        if os.environ.get("CI", "").lower() not in ("", "0", "false", "no"):
-            pytest.fail("the openssl command is required under CI (STARTTLS tests)", pytrace=False)
-        pytest.skip("the openssl command is not installed")
-    folder = tmp_path_factory.mktemp("tls")
-    cert, key = folder / "cert.pem", folder / "key.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
-                    "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1", "-subj",
-                    "/CN=leadflow.localhost", "-addext", "subjectAltName=IP:127.0.0.1",
-                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
-    return str(cert), str(key)
 
 
 def tls_client(server, cert):
