@@ -35,6 +35,7 @@ _LEGAL_FORMS = (
 _LEGAL_RE = re.compile(r"(?:\s+(?:%s))+$" % "|".join(re.escape(f) for f in _LEGAL_FORMS))
 
 
+@functools.lru_cache(maxsize=4096)  # the same addresses come back: forwarders, our own sender
 def normalise_email(address):
     """The address in canonical form (lower-case domain, IDNA), or None if invalid."""
     if not address:
