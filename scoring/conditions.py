@@ -372,7 +372,7 @@ class LeadColumns:
     for the reasons of a hit. The values are those :meth:`LeadView.get` gives.
     """
 
-    __slots__ = ("size", "_read", "_reference_dates", "_make_view", "_values", "_derived",
+    __slots__ = ("size", "_read", "_reference_dates", "_make_view", "_values", "derived",
                  "_views", "_references", "memos")
 
     def __init__(self, size, read, references, make_view=None, memos=None):
@@ -381,7 +381,7 @@ class LeadColumns:
         self._reference_dates = references
         self._make_view = make_view
         self._values = {}
-        self._derived = {}
+        self.derived = {}
         self._views = {}
         self._references = None
         self.memos = memos if memos is not None else {}
@@ -438,7 +438,7 @@ class LeadColumns:
 
     def _derive(self, kind, field, fn):
         try:
-            return self._derived[(kind, field)]
+            return self.derived[(kind, field)]
         except KeyError:
             pass
         if fn is None:  # memo keys
@@ -447,7 +447,7 @@ class LeadColumns:
             if kind == "days":
                 keys = [v.date() if isinstance(v, datetime.datetime) else k
                         for v, k in zip(values, keys)]
-            self._derived[(kind, field)] = keys
+            self.derived[(kind, field)] = keys
             return keys
         memo = self.memos.get((kind, field), _MISS)
         if memo is _MISS:
@@ -459,7 +459,7 @@ class LeadColumns:
             out = memo.map(fn, values)
             if not memo.pays:
                 self.memos[(kind, field)] = None
-        self._derived[(kind, field)] = out
+        self.derived[(kind, field)] = out
         return out
 
     def keys(self, field):
@@ -1169,13 +1169,8 @@ class Check:
         if op == "missing":
             return [f"{name} is missing"] * len(indices)
         if op == "contains":
-            lowered = cols.lowered(self.field)
-            out = []
-            for i in indices:
-                word = self._first_word(lowered[i], lambda i=i: cols.folded(self.field)[i])
-                out.append(f"{name} contains {word!r}" if word else
-                           self.explain(cols.view(i), True))
-            return out
+            found = self._found(cols)
+            return [f"{name} contains {found[i]!r}" for i in indices]
         if op == "matches":
             return [self.explain(cols.view(i), True) for i in indices]
         keys = cols.days(self.field) if self.dates else cols.tagged(self.field)
@@ -1220,27 +1215,40 @@ class Check:
         return lambda cols: [wanted.isdisjoint(keys) for keys in cols.keys(field)]
 
     def _column_contains(self, field, value):
-        phrases = self._regex[2]
-        singles = [(w, bounded) for w, bounded, single in self._bounded if single]
-
-        def any_single(lowered):
-            # a single word is looked for in the lower-cased text: for plain ASCII text
-            # it has the same whole words as the folded text (see LeadColumns.lowered)
-            for word, bounded in singles:
-                if word in lowered and bounded.search(lowered):
-                    return True
-            return False
-
         def column(cols):
-            lowered = cols.lowered(field)
-            if phrases is None:
-                return [t is not None and any_single(t) for t in lowered]
-            search, word = phrases.search, _WORD_RE.search
-            # test() answers no for a text without any word, whatever the phrases
-            return [t is not None and (any_single(t) or (search(f) is not None
-                                                         and word(f) is not None))
-                    for t, f in zip(lowered, cols.folded(field))]
+            return [word is not None for word in self._found(cols)]
         return column
+
+    def _found(self, cols):
+        """For each lead of ``cols``: the word :meth:`explain` names (the first found, see
+        :meth:`_first_word`), or None when the condition does not hold; made once per
+        batch, for the test and the reasons."""
+        key = ("found", self)
+        try:
+            return cols.derived[key]
+        except KeyError:
+            pass
+        lowered = cols.lowered(self.field)
+        if self._regex[2] is None:  # single words only
+            singles = [(w, bounded) for w, bounded, _single in self._bounded]
+
+            def first(text):
+                for word, bounded in singles:
+                    if word in text and bounded.search(text):
+                        return word
+                return None
+            found = [None if t is None else first(t) for t in lowered]
+        else:
+            folded = cols.folded(self.field)
+            found = []
+            for t, f in zip(lowered, folded):
+                word = self._first_word(t, lambda f=f: f)
+                # test() says no for a text without any word, whatever phrases it holds
+                if word is not None and not _WORD_RE.fullmatch(word) and not _WORD_RE.search(f):
+                    word = None
+                found.append(word)
+        cols.derived[key] = found
+        return found
 
     def _column_matches(self, field, value):
         search = self._regex.search

@@ -311,40 +311,45 @@ class _CompiledRule:
                 out[i] = entry
             return out
         keys, hits = self._keys(cols)
-        lookup = memo.get
-        try:
-            out = [lookup(k, _MISS) for k in keys]
-        except TypeError:  # list or table values: not hashable, answered one by one
-            out = []
-            for key in keys:
-                try:
-                    out.append(lookup(key, _MISS))
-                except TypeError:
-                    out.append(_UNHASHABLE)
         self.lookups += len(keys)
-        if _MISS in out or _UNHASHABLE in out:
-            first, unhashable = {}, []
-            for i, entry in enumerate(out):
-                if entry is _MISS:
-                    first.setdefault(keys[i], i)  # the first lead of each new value
-                elif entry is _UNHASHABLE:
-                    unhashable.append(i)
+        try:
+            new = set(keys).difference(memo)
+        except TypeError:  # list or table values: not hashable, answered one by one
+            return self._entries_unhashable(cols, keys, hits)
+        if new:
+            first = {}  # the first lead of each value not met before
+            for i, key in enumerate(keys):
+                if key in new and key not in first:
+                    first[key] = i
             self.misses += len(first)
-            answers = self._answers(cols, list(first.values()) + unhashable, hits)
+            answers = self._answers(cols, list(first.values()), hits)
             for key, i in first.items():
                 memo[key] = answers[i]
-            for i in unhashable:
-                out[i] = answers[i]
-            for i, entry in enumerate(out):
-                if entry is _MISS:
-                    out[i] = memo[keys[i]]
-            if len(memo) >= _MEMO_SIZE:
-                self.resets += 1
-                memo.clear()
-                if self.resets >= _MEMO_RESETS:
-                    self.memo = None
+        out = list(map(memo.__getitem__, keys))
+        if new and len(memo) >= _MEMO_SIZE:
+            self.resets += 1
+            memo.clear()
+            if self.resets >= _MEMO_RESETS:
+                self.memo = None
         if self.lookups >= _BATCH_TRIAL and self.misses * 2 > self.lookups:
             self.memo = None  # values hardly repeat: memoising costs more than it saves
+        return out
+
+    def _entries_unhashable(self, cols, keys, hits):
+        memo, out, unhashable = self.memo, [], set()
+        for i, key in enumerate(keys):
+            try:
+                out.append(memo.get(key, _MISS))
+            except TypeError:
+                out.append(_MISS)
+                unhashable.add(i)
+        missing = [i for i, entry in enumerate(out) if entry is _MISS]
+        answers = self._answers(cols, missing, hits)
+        for i in missing:
+            out[i] = answers[i]
+            if i not in unhashable:
+                memo[keys[i]] = answers[i]
+                self.misses += 1
         return out
 
     def _answers(self, cols, indices, hits=None):
@@ -482,6 +487,8 @@ class RuleSet:
         self.version = version
         self._compiled = [_CompiledRule(rule, self.caps) for rule in self.rules if rule.enabled]
         self._cut_entries = {}  # (group, cut) -> the cap's entry (read-only, like all entries)
+        self._groups = sorted(self.caps)
+        self._caps = [self.caps[g] for g in self._groups]
 
     def __reduce__(self):
         # pickled as its data (a parallel rescore's workers rebuild it); compiled rules
@@ -527,25 +534,31 @@ class RuleSet:
                 if group_sums is None:
                     group_sums = {}
                 group_sums[group] = group_sums.get(group, 0) + points
-        breakdown = fired
+        cuts = None
         if group_sums:
-            for group in sorted(group_sums):
-                cap = self.caps.get(group)
-                if cap is not None and group_sums[group] > cap:
-                    cut = cap - group_sums[group]
-                    total += cut
-                    if breakdown is fired:
-                        breakdown = list(fired)
-                    try:
-                        entry = self._cut_entries[(group, cut)]
-                    except KeyError:
-                        if len(self._cut_entries) >= _MEMO_SIZE:
-                            self._cut_entries.clear()
-                        entry = self._cut_entries[(group, cut)] = _cap_entry(
-                            group, cap, group_sums[group], cut)
-                    breakdown.append(entry)
+            cuts = [(group, cap, group_sums[group]) for group, cap in zip(self._groups, self._caps)
+                    if group_sums.get(group, 0) > cap]
+        return self._scored(fired, total, disqualified_by, cuts)
+
+    def _scored(self, fired, total, disqualified_by, cuts):
+        """The result of hits ``fired`` adding up to ``total``; ``cuts``: ``(group, cap,
+        earned)`` of each group over its cap, in the groups' order."""
+        breakdown = fired
+        if cuts:
+            breakdown = list(fired)
+            for group, cap, earned in cuts:
+                cut = cap - earned
+                total += cut
+                try:
+                    entry = self._cut_entries[(group, cut)]
+                except KeyError:
+                    if len(self._cut_entries) >= _MEMO_SIZE:
+                        self._cut_entries.clear()
+                    entry = self._cut_entries[(group, cut)] = _cap_entry(group, cap, earned, cut)
+                breakdown.append(entry)
         return ScoreResult(score=total, breakdown=breakdown, threshold=self.threshold,
-                           version=self.version, verdict=verdict,
+                           version=self.version,
+                           verdict=disqualified_by._weight[2] if disqualified_by else None,
                            disqualified_by=disqualified_by)
 
     def explain(self, lead, view=None):
@@ -593,9 +606,37 @@ class BatchScorer:
         return LeadColumns.from_rows(column, self.memos)
 
     def score(self, cols):
-        """A :class:`ScoreResult` per lead of ``cols``, in order."""
-        result = self.ruleset._result
+        """A :class:`ScoreResult` per lead of ``cols``, in order: the hits of each rule
+        (one column of entries per rule) added up rule by rule, the caps applied."""
+        ruleset, n = self.ruleset, cols.size
         if not self.rules:
-            return [result([]) for _ in range(cols.size)]
+            return [ruleset._result([]) for _ in range(n)]
         columns = [rule.entries(cols) for rule in self.rules]
-        return [result(list(filter(None, row))) for row in zip(*columns)]
+        totals = [0] * n
+        sums = {group: [0] * n for group in ruleset._groups}
+        disqualified_by = [None] * n
+        leads = range(n)
+        for rule, column in zip(self.rules, columns):
+            points, group, verdict = rule._weight
+            if verdict:
+                for i in compress(leads, column):
+                    if disqualified_by[i] is None:
+                        disqualified_by[i] = column[i]
+            elif group:
+                earned = sums[group]
+                for i in compress(leads, column):
+                    totals[i] += points
+                    earned[i] += points
+            else:
+                for i in compress(leads, column):
+                    totals[i] += points
+        cuts = [None] * n
+        for group, cap in zip(ruleset._groups, ruleset._caps):
+            for i, earned in enumerate(sums[group]):
+                if earned > cap:
+                    if cuts[i] is None:
+                        cuts[i] = []
+                    cuts[i].append((group, cap, earned))
+        scored = ruleset._scored
+        return [scored(list(filter(None, row)), total, by, cut)
+                for row, total, by, cut in zip(zip(*columns), totals, disqualified_by, cuts)]
