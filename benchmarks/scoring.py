@@ -1,6 +1,6 @@
 """Benchmark: rescoring stored leads with 50 rules on SQLite.
 
-    python benchmarks/scoring.py [--leads 100000] [--rules 50] [--batch-size 1000]
+    python benchmarks/scoring.py [--leads 100000] [--rules 50] [--batch-size 1000] [--jobs N]
 
 Builds a temporary SQLite database with organisations and leads (short
 realistic messages, signals, titles), installs the starter rules plus
@@ -9,11 +9,14 @@ fields, text searches), then for a quarter of the leads and for all of them:
 
 - baseline: a plain read of the same leads in the same batches (the columns
   the rules need, plus their organisations), no scoring, no writing;
-- rescore: ``engine.rescore(all_leads=True)`` — read, score, write, commit per
-  batch — in leads/s and as a ratio to the baseline;
+- rescore: ``engine.rescore(all_leads=True, jobs=N)`` — read, score, write,
+  commit per batch; with ``--jobs`` above 1 (default: the number of CPUs)
+  worker processes read and score while this process writes — in leads/s and
+  as a ratio to the baseline, and per CPU-second of this process and its
+  workers together;
 - peak memory of the rescore (tracemalloc, in a second pass so that tracing
-  does not slow the timed pass), which should not grow with the number of
-  leads.
+  does not slow the timed pass) in this process, and the peak resident size of
+  the largest worker process; neither should grow with the number of leads.
 
 Target: at least 10,000 leads/s, and the same peak memory at 25k and 100k.
 """
@@ -22,6 +25,7 @@ import argparse
 import datetime
 import os
 import random
+import resource
 import sys
 import tempfile
 import time
@@ -120,24 +124,38 @@ def baseline_read(ruleset, batch_size):
     return n
 
 
-def measure(label, ruleset, batch_size):
+def cpu_seconds():
+    """CPU time of this process and of its finished child processes (the workers)."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), \
+        resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def workers_peak_rss():
+    """The peak resident size of the largest child process so far, in bytes (Linux: KiB)."""
+    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
+
+
+def measure(label, ruleset, batch_size, jobs):
     started, cpu = time.perf_counter(), time.process_time()
     read = baseline_read(ruleset, batch_size)
     base_s, base_cpu = time.perf_counter() - started, time.process_time() - cpu
-    started, cpu = time.perf_counter(), time.process_time()
-    counts = engine.rescore(ruleset, all_leads=True, batch_size=batch_size)
-    rescore_s, rescore_cpu = time.perf_counter() - started, time.process_time() - cpu
+    started, cpu = time.perf_counter(), cpu_seconds()
+    counts = engine.rescore(ruleset, all_leads=True, batch_size=batch_size, jobs=jobs)
+    rescore_s, rescore_cpu = time.perf_counter() - started, cpu_seconds() - cpu
     tracemalloc.start()
-    engine.rescore(ruleset, all_leads=True, batch_size=batch_size)
+    engine.rescore(ruleset, all_leads=True, batch_size=batch_size, jobs=jobs)
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
+    workers = f", largest worker's peak RSS {workers_peak_rss() / 2**20:.0f} MiB" if jobs > 1 else ""
     print(f"{label:>8} leads: baseline read {read / base_s:>9,.0f} leads/s ({base_s:.2f} s)   "
           f"rescore {counts.scored / rescore_s:>8,.0f} leads/s ({rescore_s:.2f} s, "
-          f"{rescore_s / base_s:.1f}x the read)   peak traced memory {peak / 2**20:.1f} MiB")
+          f"{rescore_s / base_s:.1f}x the read)   peak traced memory {peak / 2**20:.1f} MiB"
+          f"{workers}")
     print(f"{'':>8}        per CPU-second: read {read / base_cpu:>9,.0f} leads/s   "
-          f"rescore {counts.scored / rescore_cpu:>8,.0f} leads/s (this process's CPU time, "
-          f"which other load on the machine does not inflate)")
-    return counts.scored / rescore_s, peak
+          f"rescore {counts.scored / rescore_cpu:>8,.0f} leads/s (CPU time of this process and "
+          f"its workers, which other load on the machine does not inflate)")
+    return counts.scored / rescore_s, peak, workers_peak_rss()
 
 
 def main(argv=None):
@@ -145,6 +163,8 @@ def main(argv=None):
     parser.add_argument("--leads", type=int, default=100_000)
     parser.add_argument("--rules", type=int, default=50)
     parser.add_argument("--batch-size", type=int, default=1000)
+    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
+                        help="scoring processes (default: the number of CPUs)")
     args = parser.parse_args(argv)
     rng = random.Random(5)
     random.seed(5)
@@ -160,7 +180,7 @@ def main(argv=None):
         rulesets.import_ruleset(make_rules(args.rules), "benchmark")
         ruleset = rulesets.load_ruleset()
         print(f"SQLite, {len(ruleset.rules)} rules (version {ruleset.version}), "
-              f"batches of {args.batch_size}, Python {sys.version.split()[0]}")
+              f"batches of {args.batch_size}, {args.jobs} job(s), Python {sys.version.split()[0]}")
         started = time.perf_counter()
         for _ in range(1_000_000):
             pass
@@ -170,15 +190,17 @@ def main(argv=None):
         quarter = args.leads // 4
         with db.atomic():
             add_leads(quarter, 0, organisations, rng)
-        rate_small, peak_small = measure(f"{quarter:,}", ruleset, args.batch_size)
+        rate_small, peak_small, rss_small = measure(f"{quarter:,}", ruleset, args.batch_size, args.jobs)
         with db.atomic():
             add_leads(args.leads - quarter, quarter, organisations, rng)
-        rate, peak = measure(f"{args.leads:,}", ruleset, args.batch_size)
+        rate, peak, rss = measure(f"{args.leads:,}", ruleset, args.batch_size, args.jobs)
         qualified = Lead.select().where(Lead.status == "qualified").count()
         print(f"qualified after rescoring: {qualified:,} of {args.leads:,}")
         print(f"result: {rate:,.0f} leads/s (target 10,000: {'met' if rate >= 10_000 else 'NOT met'}); "
               f"peak memory {peak_small / 2**20:.1f} MiB at {quarter:,} vs {peak / 2**20:.1f} MiB "
-              f"at {args.leads:,} (x{peak / peak_small:.2f})")
+              f"at {args.leads:,} (x{peak / peak_small:.2f})"
+              + (f"; largest worker {rss_small / 2**20:.0f} MiB after {quarter:,}, "
+                 f"{rss / 2**20:.0f} MiB after {args.leads:,}" if args.jobs > 1 else ""))
         database.close()
 
 

@@ -67,15 +67,17 @@ def _rescore_after(version, rescore):
         click.echo("stored scores are unchanged; run `leadflow rescore` to apply the rules to them")
 
 
-def _run_rescore(all_leads=False, since=None, batch_size=1000, quiet=False):
+def _run_rescore(all_leads=False, since=None, batch_size=1000, quiet=False, jobs=None):
     ruleset = rulesets.load_ruleset()
+    jobs = jobs or os.cpu_count() or 1
     total = engine.count_leads(engine.stale_condition(ruleset, all_leads, since))
     if quiet or total == 0:
-        counts = engine.rescore(ruleset, all_leads, since, batch_size)
+        counts = engine.rescore(ruleset, all_leads, since, batch_size, jobs=jobs)
     else:
         with click.progressbar(length=total, label="rescoring", file=click.get_text_stream("stderr"),
                                show_pos=True) as bar:
-            counts = engine.rescore(ruleset, all_leads, since, batch_size, progress=bar.update)
+            counts = engine.rescore(ruleset, all_leads, since, batch_size, progress=bar.update,
+                                    jobs=jobs)
     if not quiet:
         click.echo(f"rescored {counts.scored} lead(s) with rule set version {counts.version}: "
                    f"{counts.qualified} newly qualified, {counts.disqualified} disqualified")
@@ -495,16 +497,20 @@ class DateType(click.ParamType):
               help="Every lead, also those the current version has scored.")
 @click.option("--since", type=DateType(), help="Only leads with an inquiry since DATE.")
 @click.option("--batch-size", default=1000, show_default=True, type=click.IntRange(1, 100000))
+@click.option("--jobs", type=click.IntRange(1, 64), default=None,
+              help="Scoring processes side by side (default: the number of CPUs; 1: all in this "
+                   "process).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @pass_app
-def rescore(app, all_leads, since, batch_size, as_json):
+def rescore(app, all_leads, since, batch_size, jobs, as_json):
     """Rescore stored leads with the current rules, in batches.
 
     By default only leads not yet scored by the current rule-set version: stop
-    it at any time and run it again to carry on.
+    it at any time and run it again to carry on. With several jobs, worker
+    processes read and score batches side by side while this one writes them.
     """
     _open(app)
-    counts = _run_rescore(all_leads, since, batch_size, quiet=as_json)
+    counts = _run_rescore(all_leads, since, batch_size, quiet=as_json, jobs=jobs)
     if as_json:
         echo_json({"scored": counts.scored, "qualified": counts.qualified,
                    "disqualified": counts.disqualified, "version": counts.version})

@@ -46,11 +46,14 @@ def simulate(proposed, current=None, batch_size=1000):
     current = current if current is not None else load_ruleset()
     sim = Simulation(threshold_before=current.threshold, threshold_after=proposed.threshold)
     extra = ("score", "name", "email")
+    scorer = proposed.scorer()
     for batch in read_batches(proposed, None, batch_size, extra_columns=extra):
-        pairs = list(batch.views())
-        for (row, _view), result in zip(pairs, proposed.score_many([v for _, v in pairs])):
-            before_score = row["score"] or 0
-            was_disqualified = row["status"] == "disqualified"
+        results = scorer.score(scorer.columns(batch.column))
+        rows = zip(batch.column("id"), batch.column("score"), batch.column("status"),
+                   batch.column("name"), batch.column("email"))
+        for (lead_id, score, status, name, email), result in zip(rows, results):
+            before_score = score or 0
+            was_disqualified = status == "disqualified"
             was_qualified = not was_disqualified and before_score >= current.threshold
             now_disqualified = result.disqualified or was_disqualified
             now_qualified = not now_disqualified and result.score >= proposed.threshold
@@ -70,8 +73,8 @@ def simulate(proposed, current=None, batch_size=1000):
                 sim.stop_qualifying += 1
                 outcome = "stops qualifying"
             if outcome and len(sim.changes) < MAX_CHANGES_KEPT:
-                sim.changes.append({"id": row["id"], "who": row.get("name") or row.get("email"),
-                                    "status": row["status"], "before": before_score,
+                sim.changes.append({"id": lead_id, "who": name or email,
+                                    "status": status, "before": before_score,
                                     "after": result.score, "change": outcome,
                                     "rules": [e["rule"] for e in result.breakdown]})
     return sim

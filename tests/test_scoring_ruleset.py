@@ -309,9 +309,107 @@ def test_rescore_reads_related_rows_per_batch_not_per_lead(database):
     with count_queries() as counter:
         counts = engine.rescore(batch_size=10)
     assert counts.scored == 20
-    assert counter.count <= 8   # per batch: leads + organisations; plus the rule set
+    assert counter.count <= 8   # per batch: the leads, their organisations joined; the rule set
     scored = Lead.get(Lead.email == "p5@o5.example")
     assert any(e["rule"] == "team-size" for e in scored.score_breakdown)
+
+
+def _varied_leads(n):
+    """Leads of every kind the starter rules tell apart, some with an organisation."""
+    orgs = [Organisation.create(name=f"O{i}", normalised_name=f"o{i}", domain=f"o{i}.example",
+                                employees=(5, 50, 500)[i % 3]) for i in range(7)]
+    Lead.insert_many([{
+        "email": f"p{i}@c{i}.example", "open_email": f"p{i}@c{i}.example",
+        "status": ("new", "working", "qualified", "converted")[i % 4],
+        "domain_class": ("company", "free", "disposable", "company", "unknown")[i % 5],
+        "phone": "+31201234567" if i % 3 else None,
+        "title": ("CTO", "Intern", None, "Head of IT", "Geschäftsführer")[i % 5],
+        "subject": ("Demo request", "Question", None)[i % 3],
+        "message": ("We need pricing for 40 users", "Déjà vu", "")[i % 3],
+        "signals": {"timeline": {"date": f"2027-0{1 + i % 9}-15"}, "size": {"value": i}}
+        if i % 2 else {},
+        "inquiry_count": 1 + i % 3, "organisation": orgs[i % 7].id if i % 4 else None,
+        "last_inquiry_at": INQUIRY - datetime.timedelta(days=i), "created_at": INQUIRY,
+    } for i in range(n)]).execute()
+
+
+_SCORED = ("score", "score_breakdown", "ruleset_version", "status", "disqualified_reason",
+           "open_email")
+
+
+def _scored_rows():
+    return [(r["id"], *(r[c] for c in _SCORED), r["scored_at"] is not None,
+             r["qualified_at"] is not None)
+            for r in Lead.select().order_by(Lead.id).dicts()]
+
+
+def test_parallel_rescore_stores_what_scoring_each_lead_gives(database):
+    """Worker processes (jobs=2) store exactly what one process stores, and that is what
+    RuleSet.score gives each lead: score, breakdown text, version, status."""
+    rulesets.install_starter_rules("init")
+    _varied_leads(57)
+    before = list(Lead.select().order_by(Lead.id).dicts())
+    counts = engine.rescore(batch_size=10, jobs=1)
+    alone = _scored_rows()
+    for row in before:  # back to as it was
+        Lead.update({c: row[c] for c in (*_SCORED, "scored_at", "qualified_at")}).where(
+            Lead.id == row["id"]).execute()
+    assert engine.rescore(batch_size=10, jobs=2) == counts
+    assert _scored_rows() == alone
+    assert counts.scored == 57 and counts.qualified and counts.disqualified
+    ruleset = rulesets.load_ruleset()
+    for lead, old in zip(Lead.select().order_by(Lead.id), before):
+        result = ruleset.score(lead)
+        assert lead.score == result.score and lead.ruleset_version == ruleset.version
+        assert lead.score_breakdown == [dict(e) for e in result.breakdown]
+        assert lead.status == (engine._transition(old["status"], result) or old["status"])
+
+
+def test_a_stopped_parallel_rescore_carries_on_where_it_stopped(database):
+    """Stopping a parallel rescore keeps the batches written, ends the workers; the rerun
+    does only the rest."""
+    import multiprocessing
+
+    rulesets.install_starter_rules("init")
+    _many(35)
+
+    def stop_after_first_batch(n):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        engine.rescore(batch_size=10, progress=stop_after_first_batch, jobs=2)
+    assert Lead.select().where(Lead.ruleset_version == 1).count() == 10
+    assert multiprocessing.active_children() == []
+    assert engine.rescore(batch_size=10, jobs=2).scored == 25
+    assert engine.rescore(batch_size=10, jobs=2).scored == 0
+
+
+def test_a_lead_changed_while_it_was_scored_is_not_written_over(database):
+    """A lead updated between the read and the write keeps what the update wrote."""
+    rulesets.install_starter_rules("init")
+    _many(3)
+    scorer = rulesets.load_ruleset().scorer()
+    batch = next(engine.read_batches(scorer.ruleset, None, 10, extra_columns=("updated_at",)))
+    scored = engine.score_batch(scorer, batch)
+    changed = Lead.select().order_by(Lead.id).first()
+    changed.score, changed.updated_at = 77, datetime.datetime(2027, 1, 1)
+    changed.save()
+    assert engine.write_batch(scored, 1) == (2, 0, 0)
+    assert Lead.get_by_id(changed.id).score == 77
+    assert Lead.select().where(Lead.ruleset_version == 1).count() == 2
+
+
+def test_a_failing_worker_is_reported(database):
+    """A worker that cannot do its part ends the rescore with its error, not a hang."""
+    if engine._connection_spec()[0] != "sqlite":
+        pytest.skip("a broken SQLite path is the simplest failure to cause")
+    rulesets.install_starter_rules("init")
+    _many(25)
+    ruleset = rulesets.load_ruleset()
+    batches = engine._parallel_batches(ruleset, None, ("sqlite", "/nonexistent/leadflow.db"),
+                                       (True, None), 10, 2)
+    with pytest.raises(engine.RescoreError, match="does not exist"):
+        list(batches)
 
 
 def _fingerprint():
