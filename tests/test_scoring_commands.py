@@ -177,6 +177,19 @@ def test_simulate_and_rescore(rules_cli, tmp_path):
     assert "is not a date" in rules_cli("rescore", "--since", "yesterday", expect=2).output
 
 
+@pytest.mark.parametrize("jobs", ["1", "2"])
+def test_rescore_jobs(rules_cli, jobs):
+    """--jobs 2 scores in worker processes, with the progress bar as with one."""
+    Lead.insert_many([{"email": f"p{i}@c{i}.example", "domain_class": "company",
+                       "phone": "+31201234567", "title": "CTO" if i % 2 else "Intern",
+                       "inquiry_count": 1 + i % 3} for i in range(9)]).execute()
+    result = rules_cli("rescore", "--batch-size", "2", "--jobs", jobs)
+    assert "rescored 9 lead(s) with rule set version 1: 3 newly qualified" in result.output
+    assert result.stderr.startswith("rescoring")
+    assert Lead.select().where(Lead.ruleset_version == 1).count() == 9
+    assert "0 is not in the range" in rules_cli("rescore", "--jobs", "0", expect=2).output
+
+
 def test_rollback_from_the_cli(rules_cli):
     rules_cli("rules", "remove", "free-mail")
     rules_cli("rules", "rollback", "1")

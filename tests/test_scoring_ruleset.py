@@ -354,8 +354,10 @@ def test_parallel_rescore_stores_what_scoring_each_lead_gives(database):
     for row in before:  # back to as it was
         Lead.update({c: row[c] for c in (*_SCORED, "scored_at", "qualified_at")}).where(
             Lead.id == row["id"]).execute()
-    assert engine.rescore(batch_size=10, jobs=2) == counts
+    progress = []
+    assert engine.rescore(batch_size=10, jobs=2, progress=progress.append) == counts
     assert _scored_rows() == alone
+    assert sorted(progress) == [7, 10, 10, 10, 10, 10]
     assert counts.scored == 57 and counts.qualified and counts.disqualified
     ruleset = rulesets.load_ruleset()
     for lead, old in zip(Lead.select().order_by(Lead.id), before):
