@@ -310,9 +310,15 @@ def _tag(value):
     return (cls, value)
 
 
+# values that are their own memo key: none of them equals a value of another of these types
+_PLAIN_KEYS = frozenset({str, int, type(None), datetime.datetime, datetime.date})
+
+
 def memo_keys(values):
-    """:func:`_tag` over a column of values."""
-    return [v if v.__class__ is str or v is None else _tag(v) for v in values]
+    """Memo keys for a column of values: a value itself when no value of another type can
+    equal it (text, whole numbers, times), else :func:`_tag`."""
+    plain = _PLAIN_KEYS
+    return [v if v.__class__ in plain else _tag(v) for v in values]
 
 
 _MISS = object()
@@ -408,7 +414,7 @@ class LeadColumns:
                         for s, m in zip(column("subject"), column("message"))]
             if kind == "related":
                 return column(field)
-            return [_dig(v, parts) for v in column(head)]
+            return _dig_column(column(head), parts)
 
         def references():
             today, out = None, []
@@ -549,6 +555,22 @@ def _dig(value, parts):
                 return value[key]
         return None if not value else value
     return value
+
+
+def _dig_column(values, parts):
+    """:func:`_dig` for a column of values."""
+    if len(parts) != 1:
+        return [_dig(v, parts) for v in values]
+    part, out = parts[0], []
+    for value in values:
+        if isinstance(value, dict):
+            value = value.get(part)
+            if isinstance(value, dict):
+                value = _dig(value, ())
+        else:
+            value = None
+        out.append(value)
+    return out
 
 
 _FIELD_KINDS = {}
@@ -1258,7 +1280,10 @@ class Check:
             if v.__class__ is str:
                 if needs and v.isascii():
                     lowered = v.lower()
-                    if not any(n in lowered for n in needs):
+                    for need in needs:
+                        if need in lowered:
+                            break
+                    else:
                         return False
                 return search(v[:MAX_MATCH_INPUT]) is not None
             return any(search(str(x)[:MAX_MATCH_INPUT]) is not None for x in _items(v))

@@ -84,6 +84,13 @@ def _transition(status, result):
     return None
 
 
+def _transition_of(status, score, disqualified_by, threshold):
+    """:func:`_transition` from a :meth:`BatchScorer.outcomes` row."""
+    if disqualified_by is not None:
+        return "disqualified" if status in OPEN_LEAD_STATUSES else None
+    return "qualified" if score >= threshold and status in QUALIFY_FROM else None
+
+
 def score_lead(lead, ruleset=None, save=True):
     """Score one lead with ``ruleset`` (default: the current set); save it; the result."""
     ruleset = ruleset if ruleset is not None else load_ruleset()
@@ -331,24 +338,23 @@ class ScoredBatch:
 
 def score_batch(scorer, batch):
     """Score a :class:`Batch` (read with ``updated_at``) with a :class:`BatchScorer`."""
-    results = scorer.score(scorer.columns(batch.column))
+    outcomes = scorer.outcomes(scorer.columns(batch.column))
     now = utcnow()
     if not is_postgres():
         now = now.isoformat(" ")  # the text sqlite3 would make of it for every row
     out = ScoredBatch()
     scores, qualified, disqualified = out.scores, out.qualified, out.disqualified
-    dumps = breakdown_json
-    for lead_id, status, stamp, result in zip(batch.column("id"), batch.column("status"),
-                                              batch.raw("updated_at"), results):
-        values = (result.score, dumps(result.breakdown), result.version, now)
-        transition = _transition(status, result)
+    dumps, version, threshold = breakdown_json, scorer.ruleset.version, scorer.ruleset.threshold
+    for lead_id, status, stamp, (score, breakdown, by) in zip(
+            batch.column("id"), batch.column("status"), batch.raw("updated_at"), outcomes):
+        values = (score, dumps(breakdown), version, now)
+        transition = _transition_of(status, score, by, threshold)
         if transition is None:
             scores.append((*values, lead_id, stamp))
         elif transition == "qualified":
             qualified.append((*values, now, now, now, lead_id, stamp))
         else:
-            entry = result.disqualified_by
-            disqualified.append((*values, f"rule {entry['rule']}: {entry['reason']}", now, now,
+            disqualified.append((*values, f"rule {by['rule']}: {by['reason']}", now, now,
                                  lead_id, stamp))
     return out
 

@@ -486,7 +486,7 @@ class RuleSet:
         self.caps = validate_caps(caps)
         self.version = version
         self._compiled = [_CompiledRule(rule, self.caps) for rule in self.rules if rule.enabled]
-        self._cut_entries = {}  # (group, cut) -> the cap's entry (read-only, like all entries)
+        self._cut_entries = {}  # (group, earned) -> the cap's entry (read-only, like all entries)
         self._groups = sorted(self.caps)
         self._caps = [self.caps[g] for g in self._groups]
 
@@ -547,19 +547,24 @@ class RuleSet:
         if cuts:
             breakdown = list(fired)
             for group, cap, earned in cuts:
-                cut = cap - earned
-                total += cut
-                try:
-                    entry = self._cut_entries[(group, cut)]
-                except KeyError:
-                    if len(self._cut_entries) >= _MEMO_SIZE:
-                        self._cut_entries.clear()
-                    entry = self._cut_entries[(group, cut)] = _cap_entry(group, cap, earned, cut)
+                entry = self._cut_entry(group, cap, earned)
+                total += entry["points"]
                 breakdown.append(entry)
         return ScoreResult(score=total, breakdown=breakdown, threshold=self.threshold,
                            version=self.version,
                            verdict=disqualified_by._weight[2] if disqualified_by else None,
                            disqualified_by=disqualified_by)
+
+    def _cut_entry(self, group, cap, earned):
+        """The breakdown entry that cuts a group's ``earned`` points to its cap (shared)."""
+        try:
+            return self._cut_entries[(group, earned)]
+        except KeyError:
+            if len(self._cut_entries) >= _MEMO_SIZE:
+                self._cut_entries.clear()
+            entry = self._cut_entries[(group, earned)] = _cap_entry(group, cap, earned,
+                                                                    cap - earned)
+            return entry
 
     def explain(self, lead, view=None):
         """Every rule with hit or miss and why: ``[(rule, hit, reasons)]``, disabled ones too."""
@@ -606,11 +611,18 @@ class BatchScorer:
         return LeadColumns.from_rows(column, self.memos)
 
     def score(self, cols):
-        """A :class:`ScoreResult` per lead of ``cols``, in order: the hits of each rule
-        (one column of entries per rule) added up rule by rule, the caps applied."""
+        """A :class:`ScoreResult` per lead of ``cols``, in order."""
+        ruleset = self.ruleset
+        return [ScoreResult(score=total, breakdown=breakdown, threshold=ruleset.threshold,
+                            version=ruleset.version, verdict=by._weight[2] if by else None,
+                            disqualified_by=by)
+                for total, breakdown, by in self.outcomes(cols)]
+
+    def outcomes(self, cols):
+        """Per lead of ``cols``: ``(score, breakdown, disqualifying entry or None)``, what a
+        :class:`ScoreResult` holds, without making one. The hits of each rule (a column
+        of entries per rule) are added up rule by rule, then the caps applied."""
         ruleset, n = self.ruleset, cols.size
-        if not self.rules:
-            return [ruleset._result([]) for _ in range(n)]
         columns = [rule.entries(cols) for rule in self.rules]
         totals = [0] * n
         sums = {group: [0] * n for group in ruleset._groups}
@@ -630,13 +642,11 @@ class BatchScorer:
             else:
                 for i in compress(leads, column):
                     totals[i] += points
-        cuts = [None] * n
-        for group, cap in zip(ruleset._groups, ruleset._caps):
+        breakdowns = [list(filter(None, row)) for row in zip(*columns)] if columns else \
+            [[] for _ in leads]
+        for group, cap in zip(ruleset._groups, ruleset._caps):  # in the groups' order
             for i, earned in enumerate(sums[group]):
                 if earned > cap:
-                    if cuts[i] is None:
-                        cuts[i] = []
-                    cuts[i].append((group, cap, earned))
-        scored = ruleset._scored
-        return [scored(list(filter(None, row)), total, by, cut)
-                for row, total, by, cut in zip(zip(*columns), totals, disqualified_by, cuts)]
+                    totals[i] += cap - earned
+                    breakdowns[i].append(ruleset._cut_entry(group, cap, earned))
+        return list(zip(totals, breakdowns, disqualified_by))
