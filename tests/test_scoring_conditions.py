@@ -16,6 +16,7 @@ from leadflow.scoring.conditions import (
     normalise_condition,
     parse_condition,
     parse_duration,
+    required_text,
     round_trips,
     to_date,
     to_number,
@@ -226,6 +227,28 @@ def test_matching_cost_is_bounded():
     assert not holds("text matches demo", lead)  # beyond the bound: not read
     assert time.perf_counter() - started < 1.0
     assert MAX_MATCH_INPUT < 500_000
+
+
+@pytest.mark.parametrize("pattern, needs, matching", [
+    (r"\d{2,} (users|seats)", ("seats", "users"), ["40 USERS", "we are 12 seats"]),
+    ("(?:call|phone) me", ("call", "phone"), ["please Call Me", "phone me"]),
+    ("^re:", ("re:",), ["RE: hi"]),
+    ("ab?c", ("a",), ["ac", "xABC"]),
+    ("(ab)*cd", ("cd",), ["cd", "ababCD"]),
+    ("x{0,3}yz", ("yz",), ["YZ", "xxyz"]),
+    ("caf\u00e9 x", ("caf",), ["Caf\u00e9 X"]),
+    ("a|b", None, ["b"]),
+    (".", None, ["x"]),
+    (r"\w+@\w+", ("@",), ["a@b"]),
+])
+def test_a_pattern_names_text_every_match_holds(pattern, needs, matching):
+    """required_text: strings one of which any match contains (case aside), so plain ASCII
+    text without them is not searched; None when nothing is certain."""
+    assert required_text(pattern) == needs
+    regex = compile_pattern(pattern)
+    for text in matching:
+        assert regex.search(text)
+        assert needs is None or any(n in text.lower() for n in needs)
 
 
 @pytest.mark.parametrize("text, column, words", [
