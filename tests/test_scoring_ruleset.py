@@ -403,13 +403,13 @@ def test_a_lead_changed_while_it_was_scored_is_not_written_over(database):
 
 def test_a_failing_worker_is_reported(database):
     """A worker that cannot do its part ends the rescore with its error, not a hang."""
-    if engine._connection_spec()[0] != "sqlite":
-        pytest.skip("a broken SQLite path is the simplest failure to cause")
     rulesets.install_starter_rules("init")
     _many(25)
     ruleset = rulesets.load_ruleset()
-    batches = engine._parallel_batches(ruleset, None, ("sqlite", "/nonexistent/leadflow.db"),
-                                       (True, None), 10, 2)
+    kind, *where = engine._connection_spec()
+    broken = ("sqlite", "/nonexistent/leadflow.db") if kind == "sqlite" else \
+        (kind, "leadflow_no_such_database", where[1])
+    batches = engine._parallel_batches(ruleset, None, broken, (True, None), 10, 2)
     with pytest.raises(engine.RescoreError, match="does not exist"):
         list(batches)
 
