@@ -36,6 +36,7 @@ import logging
 import multiprocessing
 import os
 import queue
+import signal
 import traceback
 from dataclasses import dataclass, field
 from urllib.parse import quote
@@ -538,14 +539,19 @@ def _next_result(results, workers):
                     raise RescoreError(f"{worker.name} ended with exit code {worker.exitcode}") \
                         from None
             continue
-        if isinstance(item, str):  # a worker's traceback
-            raise RescoreError(item)
+        if isinstance(item, tuple):  # a worker failed: (its name, the error, the traceback)
+            name, error, trace = item
+            log.debug("%s failed:\n%s", name, trace)
+            raise RescoreError(f"{name}: {error}")
         return item
 
 
 def _score_ranges(spec, ruleset, picks, batch_size, tasks, results):
     """A worker process: read and score each ``(first id, last id)`` range from ``tasks``
-    on a connection of its own, put the :class:`ScoredBatch` on ``results``."""
+    on a connection of its own, put the :class:`ScoredBatch` on ``results``.
+
+    Ctrl-C is left to the rescore, which ends its workers when it stops."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     database = None
     try:
         database = _open_spec(spec)
@@ -567,10 +573,9 @@ def _score_ranges(spec, ruleset, picks, batch_size, tasks, results):
             for batch in read_batches(ruleset, where, batch_size, ("updated_at",), ids=task):
                 scored.extend(score_batch(scorer, batch))
             results.put(scored)
-    except KeyboardInterrupt:  # Ctrl-C reaches the whole process group; the parent stops
-        return
-    except Exception:  # noqa: BLE001 - reported to the parent, which raises it
-        results.put(f"{multiprocessing.current_process().name}: {traceback.format_exc()}")
+    except Exception as exc:  # noqa: BLE001 - reported to the parent, which raises it
+        results.put((multiprocessing.current_process().name, f"{type(exc).__name__}: {exc}",
+                     traceback.format_exc()))
     finally:
         if database is not None and not database.is_closed():
             database.close()

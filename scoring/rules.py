@@ -16,9 +16,12 @@ Each breakdown entry is ``{rule_id, rule, points | verdict, reason}`` with a
 reason an admin can read: ``"timeline 2027-02-15 is within 90 days: +20"``.
 
 Speed: a rule's answer depends only on the values it reads, so compiled rules
-memoise their answer (and breakdown entry, with its JSON text) per value;
-:meth:`RuleSet.score_many` scores a batch rule by rule. Both give exactly what
-:meth:`RuleSet.score` gives lead by lead (a test checks it).
+memoise their answer (and breakdown entry, with its JSON text) per value. A
+:class:`BatchScorer` (one per run: a rescore, a simulation) scores batches of
+leads rule by rule over :class:`~leadflow.scoring.conditions.LeadColumns`:
+memo lookups for whole columns, conditions tested column by column where
+values do not repeat, reasons made only for hits. It gives exactly what
+:meth:`RuleSet.score` gives lead by lead (a test checks every operator).
 """
 
 import json
@@ -228,9 +231,10 @@ class _CompiledRule:
     A rule's answer (and reason) depends only on the values of its fields (and
     the reference date for durations; for exists/missing only on whether the
     values are there), so leads that share them (the same domain class,
-    country, title...) reuse one answer and one breakdown entry. Rules whose
-    values hardly repeat (message text) stop memoising by themselves after a
-    few full memos.
+    country, title...) reuse one answer and one breakdown entry; a condition
+    compared as a date only looks at a time's day. Rules whose values hardly
+    repeat (message text) stop memoising by themselves after a trial. Entries
+    are also shared by reason (leads whose values differ but read the same).
     """
 
     __slots__ = ("rule", "matcher", "memo", "resets", "fields", "relative", "presence", "days",
