@@ -336,6 +336,21 @@ class ScoredBatch:
         self.qualified += other.qualified
         self.disqualified += other.disqualified
 
+    def moves(self):
+        """``(id, "qualified" | "disqualified", score)`` of the leads that change status."""
+        return [(row[-2], "qualified", row[0]) for row in self.qualified] + \
+            [(row[-2], "disqualified", row[0]) for row in self.disqualified]
+
+
+@dataclass
+class WrittenBatch:
+    """What a worker that writes itself (on PostgreSQL) reports of a batch: its size, the
+    counts :func:`write_batch` returns, and the status changes (logged by the rescore)."""
+
+    size: int
+    counts: tuple
+    moves: list
+
 
 def score_batch(scorer, batch):
     """Score a :class:`Batch` (read with ``updated_at``) with a :class:`BatchScorer`."""
@@ -376,6 +391,18 @@ def write_batch(scored, version=None):
     together). A lead changed since it was read (its ``updated_at`` moved) is left as
     it is: that change scored it, or a rerun will. Returns ``(scored, qualified,
     disqualified)`` as written."""
+    counts = _write(scored)
+    _log_moves(scored.moves(), version)
+    return counts
+
+
+def _log_moves(moves, version):
+    for lead_id, transition, score in moves:
+        log.info("lead #%s: %s on rescore (score %s, rule set v%s)", lead_id, transition, score,
+                 version)
+
+
+def _write(scored):
     table = Lead._meta.table_name
     param = db.obj.param if hasattr(db.obj, "param") else "?"
     head = (f'UPDATE "{table}" SET score = {param}, score_breakdown = {param}, '
@@ -399,11 +426,6 @@ def write_batch(scored, version=None):
                 counts.append(max(cursor.rowcount, 0))
             else:
                 counts.append(0)
-    for rows, transition in ((scored.qualified, "qualified"),
-                             (scored.disqualified, "disqualified")):
-        for row in rows:
-            log.info("lead #%s: %s on rescore (score %s, rule set v%s)", row[-2], transition,
-                     row[0], version)
     return counts[0] + counts[1] + counts[2], counts[1], counts[2]
 
 
@@ -416,7 +438,8 @@ def rescore(ruleset=None, all_leads=False, since=None, batch_size=1000, progress
     do, on a database other processes can open), that many worker processes
     read and score id ranges on their own connections, side by side, while this
     process hands out the ranges and writes what comes back (SQLite has one
-    writer at a time; WAL lets the workers read meanwhile).
+    writer at a time; WAL lets the workers read meanwhile). On PostgreSQL, which
+    takes writes side by side, each worker also writes its own batches.
 
     Safe to stop at any point and run again: each batch commits on its own,
     and by default a run skips the leads the current version has scored.
@@ -431,12 +454,18 @@ def rescore(ruleset=None, all_leads=False, since=None, batch_size=1000, progress
         batches = _batches(ruleset, where, batch_size)
     try:
         for scored in batches:
-            written, qualified, disqualified = write_batch(scored, ruleset.version)
+            if isinstance(scored, WrittenBatch):  # a worker wrote it
+                written, qualified, disqualified = scored.counts
+                _log_moves(scored.moves, ruleset.version)
+                done = scored.size
+            else:
+                written, qualified, disqualified = write_batch(scored, ruleset.version)
+                done = len(scored)
             counts.scored += written
             counts.qualified += qualified
             counts.disqualified += disqualified
             if progress:
-                progress(len(scored))
+                progress(done)
     finally:
         batches.close()  # stops the workers if the loop ends early
     log.info("rescored %s leads with rule set v%s: %s qualified, %s disqualified",
@@ -497,8 +526,9 @@ def _parallel_batches(ruleset, where, spec, picks, batch_size, jobs):
     """
     context = multiprocessing.get_context("spawn")  # a fresh interpreter, no inherited connection
     tasks, results = context.Queue(), context.Queue()
+    write = spec[0] == "postgresql"
     workers = [context.Process(target=_score_ranges, name=f"leadflow-rescore-{i + 1}",
-                               args=(spec, ruleset, picks, batch_size, tasks, results),
+                               args=(spec, ruleset, picks, batch_size, tasks, results, write),
                                daemon=True) for i in range(jobs)]
     for worker in workers:
         worker.start()
@@ -546,9 +576,10 @@ def _next_result(results, workers):
         return item
 
 
-def _score_ranges(spec, ruleset, picks, batch_size, tasks, results):
+def _score_ranges(spec, ruleset, picks, batch_size, tasks, results, write=False):
     """A worker process: read and score each ``(first id, last id)`` range from ``tasks``
-    on a connection of its own, put the :class:`ScoredBatch` on ``results``.
+    on a connection of its own, put the :class:`ScoredBatch` on ``results`` (with
+    ``write``: write it, put a :class:`WrittenBatch`).
 
     Ctrl-C is left to the rescore, which ends its workers when it stops."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -572,6 +603,8 @@ def _score_ranges(spec, ruleset, picks, batch_size, tasks, results):
             scored = ScoredBatch()
             for batch in read_batches(ruleset, where, batch_size, ("updated_at",), ids=task):
                 scored.extend(score_batch(scorer, batch))
+            if write:
+                scored = WrittenBatch(len(scored), _write(scored), scored.moves())
             results.put(scored)
     except Exception as exc:  # noqa: BLE001 - reported to the parent, which raises it
         results.put((multiprocessing.current_process().name, f"{type(exc).__name__}: {exc}",

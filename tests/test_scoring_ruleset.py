@@ -380,9 +380,13 @@ def test_a_stopped_parallel_rescore_carries_on_where_it_stopped(database):
 
     with pytest.raises(KeyboardInterrupt):
         engine.rescore(batch_size=10, progress=stop_after_first_batch, jobs=2)
-    assert Lead.select().where(Lead.ruleset_version == 1).count() == 10
+    done = Lead.select().where(Lead.ruleset_version == 1).count()
+    if engine._connection_spec()[0] == "sqlite":
+        assert done == 10  # only this process writes: what it reported, no more
+    else:
+        assert 10 <= done <= 35  # each worker writes: others may have committed meanwhile
     assert multiprocessing.active_children() == []
-    assert engine.rescore(batch_size=10, jobs=2).scored == 25
+    assert engine.rescore(batch_size=10, jobs=2).scored == 35 - done
     assert engine.rescore(batch_size=10, jobs=2).scored == 0
 
 
