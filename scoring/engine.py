@@ -414,13 +414,13 @@ def _write(scored):
         for rows, sql in (
                 (scored.scores, f"{head} {tail}"),
                 (scored.qualified,
-                 f"{head}, status = 'qualified', qualified_at = {param}, "
-                 f"status_changed_at = {param}, updated_at = {param} {tail} AND status IN "
-                 f"({_sql_list(QUALIFY_FROM)})"),
+                 (f"{head}, status = 'qualified', qualified_at = {param}, "
+                  f"status_changed_at = {param}, updated_at = {param} {tail} AND status IN "
+                  f"({_sql_list(QUALIFY_FROM)})")),
                 (scored.disqualified,
-                 f"{head}, status = 'disqualified', disqualified_reason = {param}, "
-                 f"open_email = NULL, status_changed_at = {param}, updated_at = {param} {tail} "
-                 f"AND status IN ({_sql_list(OPEN_LEAD_STATUSES)})")):
+                 (f"{head}, status = 'disqualified', disqualified_reason = {param}, "
+                  f"open_email = NULL, status_changed_at = {param}, updated_at = {param} {tail} "
+                  f"AND status IN ({_sql_list(OPEN_LEAD_STATUSES)})"))):
             if rows:
                 cursor.executemany(sql, rows)
                 counts.append(max(cursor.rowcount, 0))
@@ -518,7 +518,8 @@ def _id_ranges(where, batch_size):
 
 
 def _parallel_batches(ruleset, where, spec, picks, batch_size, jobs):
-    """Scored batches from ``jobs`` worker processes, in the order they finish.
+    """Scored batches from ``jobs`` worker processes, in the order they finish (on
+    PostgreSQL, :class:`WrittenBatch` es: the workers write them).
 
     At most two ranges per worker are out at a time, so memory stays that of a
     few batches. Closing the generator (a stop, an error) ends the workers; the
@@ -530,9 +531,9 @@ def _parallel_batches(ruleset, where, spec, picks, batch_size, jobs):
     workers = [context.Process(target=_score_ranges, name=f"leadflow-rescore-{i + 1}",
                                args=(spec, ruleset, picks, batch_size, tasks, results, write),
                                daemon=True) for i in range(jobs)]
-    for worker in workers:
-        worker.start()
     try:
+        for worker in workers:
+            worker.start()
         ranges = _id_ranges(where, batch_size)
         out = 0
         for task in itertools.islice(ranges, 2 * jobs):
@@ -552,6 +553,8 @@ def _parallel_batches(ruleset, where, spec, picks, batch_size, jobs):
             worker.join()
     finally:
         for worker in workers:
+            if worker.pid is None:  # never started
+                continue
             if worker.is_alive():
                 worker.terminate()
             worker.join()

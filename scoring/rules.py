@@ -525,13 +525,12 @@ class RuleSet:
 
     def _result(self, fired):
         total = 0
-        verdict = disqualified_by = None
-        group_sums = None
+        disqualified_by = group_sums = None
         for entry in fired:
-            points, group, rule_verdict = entry._weight
-            if rule_verdict:
+            points, group, verdict = entry._weight
+            if verdict:
                 if disqualified_by is None:
-                    verdict, disqualified_by = rule_verdict, entry
+                    disqualified_by = entry
                 continue
             total += points
             if group:
