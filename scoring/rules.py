@@ -469,6 +469,17 @@ def _cap_entry(group, cap, earned, cut):
     return entry
 
 
+def _cut_entry(known, group, cap, earned):
+    """The entry cutting ``earned`` points of ``group`` to ``cap``, one per cut in ``known``."""
+    try:
+        return known[(group, earned)]
+    except KeyError:
+        if len(known) >= _MEMO_SIZE:
+            known.clear()
+        entry = known[(group, earned)] = _cap_entry(group, cap, earned, cap - earned)
+        return entry
+
+
 def breakdown_json(breakdown):
     """The breakdown as stored JSON (the same text ``JSONField`` writes), reusing each
     entry's cached JSON."""
@@ -560,14 +571,7 @@ class RuleSet:
 
     def _cut_entry(self, group, cap, earned):
         """The breakdown entry that cuts a group's ``earned`` points to its cap (shared)."""
-        try:
-            return self._cut_entries[(group, earned)]
-        except KeyError:
-            if len(self._cut_entries) >= _MEMO_SIZE:
-                self._cut_entries.clear()
-            entry = self._cut_entries[(group, earned)] = _cap_entry(group, cap, earned,
-                                                                    cap - earned)
-            return entry
+        return _cut_entry(self._cut_entries, group, cap, earned)
 
     def explain(self, lead, view=None):
         """Every rule with hit or miss and why: ``[(rule, hit, reasons)]``, disabled ones too."""
@@ -607,6 +611,7 @@ class BatchScorer:
         self.ruleset = ruleset
         self.rules = [_CompiledRule(rule, ruleset.caps) for rule in ruleset.rules if rule.enabled]
         self.memos = {}
+        self.cut_entries = {}
 
     def columns(self, column):
         """A batch read from the database as :class:`LeadColumns` (see
@@ -651,5 +656,5 @@ class BatchScorer:
             for i, earned in enumerate(sums[group]):
                 if earned > cap:
                     totals[i] += cap - earned
-                    breakdowns[i].append(ruleset._cut_entry(group, cap, earned))
+                    breakdowns[i].append(_cut_entry(self.cut_entries, group, cap, earned))
         return list(zip(totals, breakdowns, disqualified_by))
