@@ -338,7 +338,7 @@ class _Memo:
         self.lookups = self.misses = 0
 
     def map(self, fn, values):
-        """``[fn(v) for v in values]``; False once memoising stopped paying."""
+        """``[fn(v) for v in values]``, each distinct value computed once."""
         table = self.table
         get = table.get
         out = []
