@@ -274,6 +274,8 @@ def read_batches(ruleset, where=None, batch_size=1000, extra_columns=(), ids=Non
             return
         last_id = rows[-1][id_index]
         yield Batch(names, rows, converters)
+        if len(rows) < batch_size:  # the last page
+            return
 
 
 def stale_condition(ruleset, all_leads=False, since=None):
@@ -448,7 +450,9 @@ def rescore(ruleset=None, all_leads=False, since=None, batch_size=1000, progress
     where = stale_condition(ruleset, all_leads, since)
     counts = RescoreCounts(version=ruleset.version)
     spec = _connection_spec() if jobs > 1 else None
-    if spec is not None and count_leads(where) > batch_size:
+    todo = count_leads(where) if spec is not None else 0
+    if todo > batch_size:
+        jobs = min(jobs, -(-todo // batch_size))  # no more workers than batches
         batches = _parallel_batches(ruleset, where, spec, (all_leads, since), batch_size, jobs)
     else:
         batches = _batches(ruleset, where, batch_size)
