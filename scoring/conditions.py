@@ -46,6 +46,7 @@ import operator
 import re
 import re._constants as _sre
 import re._parser as _sre_parse
+import weakref
 from decimal import Decimal
 
 from leadflow.errors import LeadflowError
@@ -356,8 +357,10 @@ class _Memo:
             append(got)
         self.lookups += len(values)
         self.misses += misses
-        if len(table) > self.SIZE:
-            table.clear()
+        if len(table) > self.SIZE or (misses * 10 > len(values) * 9 and len(values) >= 100):
+            table.clear()  # too many, or nearly all new (texts): they would only be held
+            if misses * 10 > len(values) * 9:
+                self.lookups = self.misses = self.TRIAL  # it does not pay
         return out
 
     @property
@@ -379,7 +382,7 @@ class LeadColumns:
     """
 
     __slots__ = ("size", "_read", "_reference_dates", "_make_view", "_values", "derived",
-                 "_views", "_references", "memos")
+                 "_views", "_references", "memos", "__weakref__")
 
     def __init__(self, size, read, references, make_view=None, memos=None):
         self.size = size
@@ -504,13 +507,14 @@ class LeadColumns:
 
 
 class _ColumnView(LeadView):
-    """One lead of a :class:`LeadColumns`, read from its columns."""
+    """One lead of a :class:`LeadColumns`, read from its columns (which keep their views:
+    a weak reference back, so that a batch is freed as soon as it is done with)."""
 
     __slots__ = ("_columns", "_index")
 
     def __init__(self, columns, index):
         super().__init__(None, None, None, reference=columns.references()[index])
-        self._columns = columns
+        self._columns = weakref.proxy(columns)
         self._index = index
 
     def get(self, field):

@@ -220,6 +220,7 @@ _MEMO_SIZE = 4096
 _MEMO_RESETS = 4
 _MEMO_TRIAL = 8192  # lookups before a rule may stop memoising (one lead at a time)
 _BATCH_TRIAL = 8192  # the same, for batches
+_REASONS_KEPT = 512  # entries shared by reason, per rule (reasons that repeat come back)
 _FEW_MISSES = 16  # more misses than this in a batch: test the batch column-wise
 _MISS = object()
 _UNHASHABLE = object()
@@ -327,6 +328,11 @@ class _CompiledRule:
                     first[key] = i
             self.misses += len(first)
             answers = self._answers(cols, list(first.values()), hits)
+            if len(first) * 10 > len(keys) * 9 and len(keys) >= 100:
+                # nearly every lead of a batch brings a new value (a text): memoising
+                # would only hold on to them
+                self.memo = None
+                return [answers[first[key]] for key in keys]
             for key, i in first.items():
                 memo[key] = answers[i]
         out = list(map(memo.__getitem__, keys))
@@ -440,7 +446,7 @@ class _CompiledRule:
         entry._json = self._json_head + _dumps(reason) + self._json_tail
         entry._rule = self.rule
         entry._weight = self._weight
-        if len(self.by_reason) >= _MEMO_SIZE:
+        if len(self.by_reason) >= _REASONS_KEPT:
             self.by_reason.clear()
         self.by_reason[reason] = entry
         return entry
