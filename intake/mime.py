@@ -57,7 +57,12 @@ _CHARSET_ALIASES = {
 }
 
 def decode_bytes(data, charset=None):
-    """Text from bytes in ``charset``; unknown charsets and bad bytes never raise."""
+    """Text from bytes in ``charset``; unknown charsets and bad bytes never raise. NUL
+    characters are dropped: they are never text, and PostgreSQL refuses them in text."""
+    return _decode_bytes(data, charset).replace("\x00", "")
+
+
+def _decode_bytes(data, charset):
     if data is None:
         return ""
     if isinstance(data, str):
@@ -85,7 +90,12 @@ def _unescape(value):
 
 
 def decode_header_value(value):
-    """The readable text of a raw header value: RFC 2047 words decoded, 8-bit bytes read."""
+    """The readable text of a raw header value: RFC 2047 words decoded, 8-bit bytes read
+    (NUL characters dropped, as in :func:`decode_bytes`)."""
+    return _decode_header_value(value).replace("\x00", "")
+
+
+def _decode_header_value(value):
     try:
         value = _unescape(value)
     except Exception:

@@ -21,6 +21,7 @@ from leadflow.store import fastsql
 from leadflow.store.database import db, utcnow
 from leadflow.store.models import InboundMessage
 
+_CONTROL_RE = re.compile(rb"[\x00-\x1f\x7f]")
 _MESSAGE_ID_RE = re.compile(rb"^message-id:[ \t]*(.*(?:\r?\n[ \t].*)*)", re.IGNORECASE | re.MULTILINE)
 
 
@@ -58,9 +59,15 @@ def message_id_of(raw):
     if not match:
         return None
     value = b" ".join(match.group(1).split()).strip().strip(b"<>").strip()
-    if not value or len(value) > 400:
-        return None
+    if not value or len(value) > 400 or _CONTROL_RE.search(value):
+        return None  # no usable Message-ID (a NUL byte, say, which PostgreSQL text refuses)
     return value.decode("ascii", "replace")
+
+
+def _text(value):
+    """An envelope value as stored: without NUL characters, which PostgreSQL text refuses
+    (the raw bytes keep everything as received)."""
+    return value.replace("\x00", "") if isinstance(value, str) else value
 
 
 def content_key(raw):
@@ -77,8 +84,9 @@ def _insert(inquiry, record_duplicate=True):
     values = dict(
         channel=inquiry.channel, raw=inquiry.raw, content_type=inquiry.content_type,
         size=len(inquiry.raw), message_id=message_id, form=inquiry.form,
-        mail_from=inquiry.mail_from, rcpt_to=list(inquiry.rcpt_to), peer=inquiry.peer,
-        origin=inquiry.origin, received_at=inquiry.received_at or utcnow(),
+        mail_from=_text(inquiry.mail_from), rcpt_to=[_text(r) for r in inquiry.rcpt_to],
+        peer=_text(inquiry.peer), origin=_text(inquiry.origin),
+        received_at=inquiry.received_at or utcnow(),
     )
     # ON CONFLICT on the dedup key alone: no savepoint, and any other refusal still raises
     row_id = fastsql.insert(InboundMessage, {"dedup_key": key, "status": "new", "attempts": 0,

@@ -61,3 +61,22 @@ def test_binary_garbage_is_stored_exactly(database):
     raw = bytes(range(256)) * 4
     stored = store_inbound("cli", raw)
     assert bytes(InboundMessage.get_by_id(stored.id).raw) == raw
+
+
+def test_nul_bytes_are_stored_and_processed_on_every_backend(database, config):
+    """A NUL in the Message-ID, the envelope, the subject or the body (PostgreSQL text refuses
+    NUL) is stored (the raw exactly as received) and processed, never refused for ever."""
+    from leadflow.intake.pipeline import process_inbound
+    from leadflow.store.models import Lead
+
+    raw = (b"From: Sarah <sarah@techinnovators.example>\r\nSubject: Quote\x00 please\r\n"
+           b"Message-ID: <nul\x00id@techinnovators.example>\r\n\r\nWe need 20\x00 seats.\r\n")
+    stored = store_inbound("email", raw, mail_from="sarah\x00@techinnovators.example",
+                           rcpt_to=["leads\x00@leadflow.localhost"])
+    row = InboundMessage.get_by_id(stored.id)
+    assert bytes(row.raw) == raw and row.message_id is None
+    assert row.dedup_key.startswith("sha256:") and "\x00" not in row.mail_from
+    assert store_inbound("email", raw).duplicate  # a redelivery is still recognised
+    assert process_inbound(stored.id, config) == "created"
+    lead = Lead.get()
+    assert lead.email == "sarah@techinnovators.example" and "\x00" not in lead.subject + lead.message
