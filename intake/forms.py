@@ -376,7 +376,7 @@ def _text(value):
         return json.dumps(value, ensure_ascii=False, sort_keys=True)
     if isinstance(value, bool):
         return "yes" if value else "no"
-    text = str(value).strip()
+    text = str(value).replace("\x00", "").strip()  # NUL is never text (and PostgreSQL refuses it)
     return text or None
 
 

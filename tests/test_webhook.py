@@ -271,6 +271,18 @@ def test_rotated_secret_and_removed_form_refused_by_the_running_server(server, c
     _wait(lambda: post(new.secret) == 404, timeout=ttl + 5)
 
 
+def test_post_with_nul_characters_becomes_a_lead(server, client):
+    """NUL characters in a post's values (PostgreSQL text refuses them) do not stop its lead."""
+    status, _, body = client.json("/forms/open", {**SARAH, "message": "Call\u0000 me", "x\u0000": "y"},
+                                  {"X-Leadflow-Form-Key": "pk_open"})
+    assert status == 202
+    inbound_id = json.loads(body)["id"]
+    _wait(lambda: InboundMessage.get_by_id(inbound_id).status not in ("new", "processing"))
+    row = InboundMessage.get_by_id(inbound_id)
+    assert row.status == "done", row.error
+    assert row.lead.message == "Call me"
+
+
 def test_post_becomes_lead_with_custom_fields(server, client):
     """A stored post is processed at once into a lead; unknown fields land in custom."""
     status, _, body = client.json("/forms/open", {**SARAH, "budget_range": "10-50k"},
