@@ -67,9 +67,17 @@ def _rescore_after(version, rescore):
         click.echo("stored scores are unchanged; run `leadflow rescore` to apply the rules to them")
 
 
+MAX_DEFAULT_JOBS = 4  # one writer takes the batches: more workers add memory (~100 MiB each), not speed
+
+
+def default_jobs():
+    """Scoring processes when none are asked for: the CPUs, at most MAX_DEFAULT_JOBS."""
+    return max(1, min(os.cpu_count() or 1, MAX_DEFAULT_JOBS))
+
+
 def _run_rescore(all_leads=False, since=None, batch_size=1000, quiet=False, jobs=None):
     ruleset = rulesets.load_ruleset()
-    jobs = jobs or os.cpu_count() or 1
+    jobs = jobs or default_jobs()
     total = engine.count_leads(engine.stale_condition(ruleset, all_leads, since))
     if quiet or total == 0:
         counts = engine.rescore(ruleset, all_leads, since, batch_size, jobs=jobs)
@@ -498,8 +506,8 @@ class DateType(click.ParamType):
 @click.option("--since", type=DateType(), help="Only leads with an inquiry since DATE.")
 @click.option("--batch-size", default=1000, show_default=True, type=click.IntRange(1, 100000))
 @click.option("--jobs", type=click.IntRange(1, 64), default=None,
-              help="Scoring processes side by side (default: the number of CPUs; 1: all in this "
-                   "process).")
+              help="Scoring processes side by side (default: the number of CPUs, at most "
+                   f"{MAX_DEFAULT_JOBS}; 1: all in this process).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @pass_app
 def rescore(app, all_leads, since, batch_size, jobs, as_json):
