@@ -77,6 +77,9 @@ def _decode_bytes(data, charset):
     return data.decode("cp1252", errors="replace").replace("\ufffd", "")
 
 
+_ESCAPED_BYTE_RE = re.compile("[\udc80-\udcff]")  # an 8-bit byte kept by surrogateescape
+
+
 def _unescape(value):
     """A header value the parser kept as str with surrogate-escaped 8-bit bytes -> real text."""
     if not isinstance(value, str):
@@ -84,7 +87,7 @@ def _unescape(value):
             return str(value)
         except Exception:
             return ""
-    if not any("\udc80" <= ch <= "\udcff" for ch in value):
+    if not _ESCAPED_BYTE_RE.search(value):
         return value
     return decode_bytes(value.encode("utf-8", "surrogateescape"), "utf-8")
 
